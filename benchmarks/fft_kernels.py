@@ -9,7 +9,7 @@ medians over rounds), which is what keeps comparisons fair on a shared machine.
 
 Variants (each a full forward + inverse transform, ``norm='ortho'``, float32 unless stated):
 
-* ``rfft2_nhwc``: ``jnp.fft.rfft2`` over the NHWC axes (1, 2), what ``jaxinpaint.models.ffc`` uses;
+* ``rfft2_nhwc``: ``jnp.fft.rfft2`` over the NHWC axes (1, 2), what ``jaxinpaint.nn.ffc`` uses;
 * ``rfft2_minor``: transpose to channels-first, FFT over the minor axes (2, 3), transpose back;
 * ``dft_matmul``: the 2-D real DFT as dense matmuls with precomputed twiddles (grids up to ``--dft-max``);
 * ``rfft2_bf16``: bfloat16 input upcast to float32 for the FFT (XLA has no bf16 FFT), result cast back;
@@ -110,7 +110,7 @@ def build_variants(shape, names, dft_max: int, seed: int = 0):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxinpaint.models import ffc
+    from jaxinpaint.nn import ffc
 
     n, h, w, c = shape
     x_np = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)

@@ -6,7 +6,7 @@ Modes:
 * ``fwd``: the generator in inference mode (BatchNorm running statistics), jitted, batch N;
 * ``train``: generator forward + backward in training mode (BatchNorm batch statistics) with an L1 loss
   against a random target: the gradient LaMa's training needs from the generator;
-* ``trainer``: the full trainer step (``jaxinpaint.trainer.make_train_step``: generator and discriminator
+* ``trainer``: the full trainer step (``jaxinpaint.train.trainer.make_train_step``: generator and discriminator
   updates with every loss of the config; an HRF backbone is randomly initialised) for ``--config``.
 
 Each case runs in its own subprocess, so that peak RSS (``getrusage``) is per case and one case's memory or
@@ -44,7 +44,7 @@ from benchmarks import common  # noqa: E402
 
 MODELS = ("big_lama", "lama_fourier", "lama_regular", "pconv", "deepfill")
 MODES = ("fwd", "train", "trainer")
-# Formulation variants for --compare (see jaxinpaint/models/layers.py and ffc.py).
+# Formulation variants for --compare (see jaxinpaint/nn/conv.py and ffc.py).
 VARIANTS = {
     "default": "the library's formulation (Winograd FFC/3x3 convs, matmul 1x1 and output head)",
     "lax": "every convolution through lax.conv_general_dilated, no joint FFC Winograd (the plain port)",
@@ -57,7 +57,7 @@ VARIANTS = {
 @contextlib.contextmanager
 def variant(name: str):
     """Temporarily switches the library's formulation constants (only while tracing; see VARIANTS)."""
-    from jaxinpaint.models import ffc, layers
+    from jaxinpaint.nn import conv as layers, ffc
 
     if name not in VARIANTS:
         raise SystemExit(f"unknown variant {name!r}; choose from {sorted(VARIANTS)}")
@@ -78,7 +78,9 @@ def variant(name: str):
 
 def build_model(name: str):
     """``(module, input_channels, size_multiple, pick_output)`` for a model name (full-size configs)."""
-    from jaxinpaint.models import get_model, lama
+    from jaxinpaint.systems.deepfill_v2.model import Generator as DeepFillGenerator
+    from jaxinpaint.systems.lama import model as lama
+    from jaxinpaint.systems.pconv.model import PConvUNet
 
     if name == "big_lama":
         return lama.BigLama(), 4, 8, lambda y: y
@@ -87,9 +89,9 @@ def build_model(name: str):
     if name == "lama_regular":
         return lama.LamaRegular(), 4, 8, lambda y: y
     if name == "pconv":
-        return get_model("pconv_unet", layer_size=7, width=64), 4, 128, lambda y: y
+        return PConvUNet(layer_size=7, width=64), 4, 128, lambda y: y
     if name == "deepfill":
-        return get_model("deepfill", cnum=48), 5, 8, lambda y: y[1]  # (coarse, fine): the fine output
+        return DeepFillGenerator(cnum=48), 5, 8, lambda y: y[1]  # (coarse, fine): the fine output
     raise SystemExit(f"--model: unknown {name!r}; choose from {list(MODELS)}")
 
 
@@ -132,37 +134,31 @@ def make_case(model_name: str, mode: str, size: int, batch: int, config: str | N
 
 
 def _trainer_case(config_arg: str | None, size: int, batch: int):
-    """The full trainer step for a config file (``path.py[:variant]``) at the given size and batch."""
-    import importlib.util
-
+    """The full trainer step (every update of the first phase) for a config at the given size and batch."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxinpaint import objectives, trainer
+    from jaxinpaint import config_lib
+    from jaxinpaint.train import optim, trainer
 
     if not config_arg:
-        raise SystemExit("--modes trainer needs --config=configs/<name>.py[:variant]")
-    path, _, variant_arg = config_arg.partition(":")
-    if not os.path.isfile(path):
-        raise SystemExit(f"--config: no such file {path!r}")
-    spec = importlib.util.spec_from_file_location("bench_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant_arg or None)
+        raise SystemExit("--modes trainer needs --config=configs/<name>.py[:variant] (or a bundled name)")
+    try:
+        config = config_lib.get_config(config_arg)
+    except FileNotFoundError as e:
+        raise SystemExit(f"--config: {e}") from e
     with config.unlocked():
         config.input.batch_size = batch
         config.input.image_size = size
         config.bn_groups = 1
         if "hrf_weights" in config.losses:
             config.losses.hrf_weights = "random"
-    generator, discriminator = trainer.build_models(config)
-    g_tx, d_tx = trainer.make_optimizer(config.g_optimizer), trainer.make_optimizer(config.d_optimizer)
-    objective = objectives.get(config.objective)
-    frozen = objective.frozen_networks(config.losses)
-    state = jax.jit(trainer.make_init_fn(config, generator, discriminator, g_tx, d_tx))(
-        jax.random.key_data(jax.random.key(0)))
-    step = jax.jit(trainer.make_train_step(config, generator, discriminator, g_tx, d_tx))
+    system, networks, phases = trainer.build(config)
+    txs = {n: optim.make(net.optimizer) for n, net in networks.items() if net.trainable}
+    frozen = system.frozen(config)
+    state = jax.jit(trainer.make_init_fn(config, networks, txs))(jax.random.key_data(jax.random.key(0)))
+    step = jax.jit(trainer.make_train_step(config, system, networks, txs, phases[0]))
     rng = np.random.default_rng(0)
     batch_arrays = {"image": jnp.asarray(rng.random((batch, size, size, 3), np.float32)),
                     "mask": jnp.asarray((rng.random((batch, size, size, 1)) > 0.7).astype(np.float32))}

@@ -14,7 +14,7 @@ ResNet50-dilated) x30. Adam G 1e-3 / D 1e-4, gradient clipping 1, 256x256 crops,
 
 import ml_collections
 
-from configs import common
+from jaxinpaint import config_lib
 
 
 def lama_losses() -> ml_collections.ConfigDict:
@@ -26,6 +26,9 @@ def lama_losses() -> ml_collections.ConfigDict:
         "mask_as_fake_target": True,
         "feature_matching": 100.0,
         "hrf_perceptual": 30.0,
+        # 'train': the encoder's BatchNorm uses batch statistics, as LaMa's Lightning training runs it (LaMa-exact);
+        # 'eval': its running statistics.
+        "hrf_bn_mode": "train",
         # LaMa's encoder_epoch_20.pth (or a converted .npz); '' = $JAXINPAINT_WEIGHTS/ade20k/...;
         # 'random' = a randomly initialised backbone (smoke tests only).
         "hrf_weights": "",
@@ -33,16 +36,19 @@ def lama_losses() -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg, {"", "smoke"})
-    c = common.base_config()
-    c.objective = "lama"
+    variants = config_lib.parse_variants(arg, {"smoke"})
+    c = config_lib.base_config()
+    c.system = "lama"
     c.generator = ml_collections.ConfigDict({
-        "kind": "lama", "ngf": 64, "n_downsampling": 3, "n_blocks": 18, "resnet_ratio_gin": 0.75,
+        "kind": "FFCResNetGenerator", "ngf": 64, "n_downsampling": 3, "n_blocks": 18, "resnet_ratio_gin": 0.75,
         "resnet_ratio_gout": 0.75, "enable_lfu": False, "add_out_act": "sigmoid"})
-    c.discriminator = ml_collections.ConfigDict({"kind": "pix2pixhd.NLayerDiscriminator", "ndf": 64, "n_layers": 4})
+    c.discriminator = ml_collections.ConfigDict({"kind": "NLayerDiscriminator", "ndf": 64, "n_layers": 4})
     c.losses = lama_losses()
-    c.g_optimizer.lr, c.g_optimizer.clip_norm = 1e-3, 1.0
-    c.d_optimizer.lr, c.d_optimizer.clip_norm = 1e-4, 1.0
+    c.g_optimizer = config_lib.optimizer("adam", 1e-3, clip_norm=1.0)
+    c.d_optimizer = config_lib.optimizer("adam", 1e-4, clip_norm=1.0)
+    # The D update's fakes: a second forward pass of the updated G ('regenerate', LaMa-exact) or the G
+    # update's prediction ('reuse', one forward pass cheaper).
+    c.d_fake = "regenerate"
     c.input.image_size = 256
     c.input.batch_size = 10 * 8  # LaMa: 10 per GPU on 8 GPUs (the paper's Big LaMa: 120)
     c.input.augment = "distortions"
@@ -50,7 +56,7 @@ def get_config(arg=None):
     c.input.eval_mask.name = "lama_thick_256"
     c.eval_every_steps = 25_000  # LaMa: validation every epoch of 25,000 batches
     c.keep_best = 5
-    if variant == "smoke":
+    if "smoke" in variants:
         shrink_for_smoke(c)
     return c
 
@@ -68,11 +74,7 @@ def shrink_for_smoke(c):
     c.input.augment = "lama"
     c.input.mask.kwargs = ml_collections.ConfigDict({"out_min_size": 256})  # keep LaMa's 256-px hole statistics
     c.input.eval_mask.name = "lama_medium_256"
-    c.total_steps = 60
-    c.log_every_steps = 10
-    c.log_every_secs = 10.0
-    c.ckpt_every_steps = 20
-    c.image_every_steps = 20
+    config_lib.smoke_schedule(c)
     c.eval_every_steps = 30
     c.eval_num_examples = 16
     c.g_optimizer.lr = 2e-3

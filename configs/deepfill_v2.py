@@ -12,33 +12,32 @@ composite. Adam 1e-4, betas (0.5, 0.999) for G and D, no gradient clipping, batc
 masks: DeepFill's box ∪ brush, one mask shared by the whole batch as in the original
 (``--config.input.mask.per_batch=False`` draws one per sample instead).
 
-The original updates D on the fakes of the G it judged (no second G pass), hence ``d_fake = 'reuse'``.
+The original updates D on the fakes of the G it judged (no second G pass): the D update reuses them.
 Image sizes must be multiples of 8 (two stride-2 stages, then contextual attention at rate 2).
 """
 
 import ml_collections
 
-from configs import common
+from jaxinpaint import config_lib
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg, {"", "smoke"})
-    c = common.base_config()
-    c.objective = "deepfill_v2"
-    c.generator = ml_collections.ConfigDict({"kind": "deepfill", "cnum": 48, "padding": "same",
+    variants = config_lib.parse_variants(arg, {"smoke"})
+    c = config_lib.base_config()
+    c.system = "deepfill_v2"
+    c.generator = ml_collections.ConfigDict({"kind": "Generator", "cnum": 48, "padding": "same",
                                              "align_corners": True})
-    c.discriminator = ml_collections.ConfigDict({"kind": "deepfill.SNPatchGAN", "cnum": 64})
+    c.discriminator = ml_collections.ConfigDict({"kind": "SNPatchGAN", "cnum": 64})
     c.losses = ml_collections.ConfigDict({"l1_coarse": 1.0, "l1_fine": 1.0, "adversarial": 1.0})
-    for opt in (c.g_optimizer, c.d_optimizer):
-        opt.lr, opt.b1, opt.b2, opt.clip_norm = 1e-4, 0.5, 0.999, 0.0
-    c.d_fake = "reuse"
+    c.g_optimizer = config_lib.optimizer("adam", 1e-4, b1=0.5, b2=0.999)
+    c.d_optimizer = config_lib.optimizer("adam", 1e-4, b1=0.5, b2=0.999)
     c.input.image_size = 256
     c.input.batch_size = 16
     c.input.augment = "lama"  # resize + random 256 crop (the original random-crops Places2)
     c.input.mask.name = "deepfill_v2"
     c.input.mask.per_batch = True
     c.input.eval_mask.name = "deepfill_v2"
-    if variant == "smoke":
+    if "smoke" in variants:
         shrink_for_smoke(c)
     return c
 
@@ -52,10 +51,6 @@ def shrink_for_smoke(c):
     # DeepFill's brush widths (12-40 px) are meant for 256 px images: scale them to 64 px.
     c.input.mask.kwargs = ml_collections.ConfigDict({"min_brush_width": 3.0, "max_brush_width": 10.0})
     c.input.eval_mask.kwargs = ml_collections.ConfigDict({"min_brush_width": 3.0, "max_brush_width": 10.0})
-    c.total_steps = 60
-    c.log_every_steps = 10
-    c.log_every_secs = 10.0
-    c.ckpt_every_steps = 20
-    c.image_every_steps = 20
+    config_lib.smoke_schedule(c)
     c.g_optimizer.lr = 1e-3
     c.d_optimizer.lr = 1e-3

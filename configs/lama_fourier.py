@@ -6,14 +6,16 @@
 LaMa trains it with batch 10 per GPU (configs/training/lama-fourier.yaml, generator ffc_resnet_075.yaml).
 """
 
-from configs import big_lama, common
+from jaxinpaint import config_lib
+
+big_lama = config_lib.load_module("big_lama", near=__file__)
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg, {"", "smoke"})
+    variants = config_lib.parse_variants(arg, {"smoke"})
     c = big_lama.get_config()
     c.generator.n_blocks = 9
     c.input.augment = "lama"
-    if variant == "smoke":
+    if "smoke" in variants:
         big_lama.shrink_for_smoke(c)
     return c

@@ -7,15 +7,17 @@ trained with LaMa's losses (configs/training/lama-regular.yaml, generator pix2pi
 
 import ml_collections
 
-from configs import big_lama, common
+from jaxinpaint import config_lib
+
+big_lama = config_lib.load_module("big_lama", near=__file__)
 
 
 def get_config(arg=None):
-    variant = common.parse_variant(arg, {"", "smoke"})
+    variants = config_lib.parse_variants(arg, {"smoke"})
     c = big_lama.get_config()
-    c.generator = ml_collections.ConfigDict({"kind": "pix2pixhd.GlobalGenerator", "ngf": 64, "n_downsampling": 3,
+    c.generator = ml_collections.ConfigDict({"kind": "GlobalGenerator", "ngf": 64, "n_downsampling": 3,
                                              "n_blocks": 9, "add_out_act": "sigmoid"})
     c.input.augment = "lama"
-    if variant == "smoke":
+    if "smoke" in variants:
         big_lama.shrink_for_smoke(c)
     return c

@@ -35,7 +35,7 @@ state dict (``torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state
 import ml_collections
 from ml_collections import config_dict
 
-from configs import common
+from jaxinpaint import config_lib
 
 VARIANTS = {"finetune", "smoke", "nvidia_masks"}
 
@@ -56,22 +56,15 @@ def pconv_losses() -> ml_collections.ConfigDict:
     })
 
 
-def parse_variants(arg) -> set[str]:
-    """The comma-separated variants after the colon, each checked (a clear error for unknown ones)."""
-    parts = [p.strip() for p in (arg or "").split(",") if p.strip()]
-    return {common.parse_variant(p, VARIANTS) for p in parts}
-
-
 def get_config(arg=None):
-    variants = parse_variants(arg)
-    c = common.base_config()
-    c.objective = "pconv"
+    variants = config_lib.parse_variants(arg, VARIANTS)
+    c = config_lib.base_config()
+    c.system = "pconv"
     c.generator = ml_collections.ConfigDict({
-        "kind": "pconv_unet", "layer_size": 7, "width": 64, "freeze_encoder_bn": False,
+        "kind": "PConvUNet", "layer_size": 7, "width": 64, "freeze_encoder_bn": False,
         "normalize_input": True})
-    c.discriminator = ml_collections.ConfigDict({"kind": ""})
     c.losses = pconv_losses()
-    c.g_optimizer.lr = 2e-4
+    c.g_optimizer = config_lib.optimizer("adam", 2e-4)
     c.input.image_size = 256
     c.input.batch_size = 16
     c.input.augment = "lama"
@@ -106,11 +99,7 @@ def shrink_for_smoke(c):
         # Keep LaMa's 256-px hole statistics at 64 px.
         c.input.mask.kwargs = ml_collections.ConfigDict({"out_min_size": 256})
         c.input.eval_mask.name = "lama_medium_256"
-    c.total_steps = 60
-    c.log_every_steps = 10
-    c.log_every_secs = 10.0
-    c.ckpt_every_steps = 20
-    c.image_every_steps = 20
+    config_lib.smoke_schedule(c)
     c.eval_every_steps = 30
     c.eval_num_examples = 16
     c.g_optimizer.lr *= 5  # a few dozen steps must show progress

@@ -1,154 +1,179 @@
-"""Inference at any image size: load a generator from any source and inpaint one image.
+"""Host-side inference helpers shared by every inpainter: input normalisation, padding, compositing.
 
-``load_generator(source)`` accepts a training workdir (latest checkpoint, EMA weights when the run kept them),
-a directory written by ``python -m jaxinpaint.convert``, or an original LaMa ``.ckpt``/``.pth``/``.npz``.
-``inpaint(model, variables, image, mask)`` pads the image to the model's multiple the way LaMa's predict does
-(bottom/right, numpy 'symmetric'), runs the generator, composites and crops back. Pixels outside the hole are
-copied from the input, so they are byte-identical to it. ``inpaint_batch`` does the same for N images of one
-size in one call. LaMa's high-resolution refinement lives in ``jaxinpaint.refinement``; the folder command in
-``jaxinpaint.predict``.
+What users pass (PIL images or numpy arrays; uint8 or float in [0, 1]; RGB, grey or RGBA; masks with any
+non-zero value as hole) is turned into float32 RGB in [0, 1] and boolean holes here, and the model's
+prediction is turned back into the kind the user gave. Pixels outside the hole are always copied from the
+input, so they are byte-identical to it; inside, a uint8 result holds LaMa's ``uint8(clip(pred * 255))``
+(truncation, as LaMa's predict writes it).
 """
 
 from __future__ import annotations
 
-import functools
-import math
-import os
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-
-from jaxinpaint import objectives
-
-
-def is_workdir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` looks like a training workdir (the trainer writes config.json and checkpoints/)."""
-    return os.path.isdir(os.path.join(os.fspath(path), "checkpoints")) and os.path.exists(
-        os.path.join(os.fspath(path), "config.json"))
+from PIL import Image
 
 
-def load_generator(source, *, step: int | None = None, use_ema: bool = True):
-    """``(model, variables, objective_name)`` for a workdir, a converted directory or an original checkpoint.
-
-    Raises:
-      FileNotFoundError: ``source`` is missing, or a directory that is neither a workdir nor converted.
-      jaxinpaint.convert.ConversionError: the weights describe no model this project can build.
-    """
-    from jaxinpaint import checkpoint, convert
-
-    if not isinstance(source, (str, os.PathLike)):
-        model, variables = convert.load_lama_generator(source)
-        return model, variables, "lama"
-    path = os.fspath(source)
-    if is_workdir(path):
-        return _load_from_workdir(path, step, use_ema)
-    if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, checkpoint.METADATA)):
-            raise FileNotFoundError(
-                f"{path} is neither a training workdir (config.json + checkpoints/) nor a converted "
-                f"checkpoint ({checkpoint.METADATA}, written by `python -m jaxinpaint.convert SOURCE DIR`)")
-        meta = checkpoint.read_metadata(path)
-        model, variables = checkpoint.load_model(path, "generator")
-        return model, variables, meta.get("objective", "lama")
-    model, variables = convert.load_lama_generator(path)
-    return model, variables, "lama"
+class InputError(ValueError):
+    """An image or mask the inpainters cannot take (the message says which argument and why)."""
 
 
-def _load_from_workdir(workdir: str, step: int | None, use_ema: bool):
-    import ml_collections
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How an input image came in, so the result goes back the same way."""
 
-    from jaxinpaint import checkpoint, trainer
-
-    config_dict, restored, _ = checkpoint.load_training_state(workdir, step)
-    config = ml_collections.ConfigDict(config_dict)
-    config.bn_groups = 1  # inference uses running statistics; grouping is irrelevant
-    config.mixed_precision = False
-    generator, _ = trainer.build_models(config)
-    params = restored["ema_params"] if use_ema and restored.get("ema_params") else restored["g_params"]
-    variables = {"params": params, **restored["g_state"]}
-    return generator, jax.tree.map(jnp.asarray, variables), config.objective
+    pil: bool
+    pil_mode: str | None
+    dtype: Any  # numpy dtype of the image (uint8 or a float type)
+    channels: int  # 1 (grey), 3 (RGB) or 4 (RGBA)
+    squeeze: bool  # grey given as (H, W) rather than (H, W, 1)
 
 
-@functools.lru_cache(maxsize=8)
-def _predict_fn(model, objective_name: str):
-    objective = objectives.get(objective_name)
+def _pil_to_array(image: Image.Image) -> tuple[np.ndarray, str]:
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA", "LA"):
+        arr = np.asarray(image)
+    elif mode in ("P", "PA"):
+        image = image.convert("RGBA" if ("transparency" in image.info or mode == "PA") else "RGB")
+        mode, arr = image.mode, np.asarray(image)
+    elif mode == "1":
+        mode, arr = "L", np.asarray(image.convert("L"))
+    elif mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(image, dtype=np.float64)
+        arr = np.round(np.clip(arr, 0, 65535) / 65535.0 * 255.0).astype(np.uint8)
+        mode = "L"
+    else:  # CMYK, YCbCr, HSV, F...
+        image = image.convert("RGB")
+        mode, arr = "RGB", np.asarray(image)
+    if mode == "LA":
+        arr = np.stack([arr[..., 0], arr[..., 0], arr[..., 0], arr[..., 1]], axis=-1)
+        mode = "RGBA-from-LA"
+    return arr, mode
 
-    @jax.jit
-    def predict(variables, image, mask):
-        batch = {"image": image, "mask": mask}
-        return objective.outputs(model.apply(variables, objective.generator_input(batch), train=False), batch)
 
-    return predict
+def as_image(image: Any, *, what: str = "image") -> tuple[np.ndarray, Kind]:
+    """``(H, W, C)`` array (C = 1, 3 or 4; uint8 or float in [0, 1]) and how it came in."""
+    if isinstance(image, Image.Image):
+        arr, mode = _pil_to_array(image)
+        pil, squeeze = True, False
+    else:
+        arr, mode, pil = np.asarray(image), None, False
+        squeeze = arr.ndim == 2
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise InputError(f"{what}: expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) pixels, got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise InputError(f"{what}: empty image of shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{what}: float pixels must be finite (found NaN or inf)")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(f"{what}: float pixels must lie in [0, 1], got values in [{lo:g}, {hi:g}] (divide "
+                             "0..255 data by 255, or pass it as uint8)")
+    elif arr.dtype != np.uint8:
+        raise InputError(f"{what}: pixels must be uint8 or float in [0, 1], got {arr.dtype} (convert 16-bit data "
+                         "to float in [0, 1])")
+    return arr, Kind(pil=pil, pil_mode=mode, dtype=arr.dtype, channels=arr.shape[-1], squeeze=squeeze)
 
 
-def pad_to_modulo(array: np.ndarray, modulo: int) -> np.ndarray:
-    """Pads H and W (axes 0, 1) at the bottom/right to multiples of ``modulo`` with numpy 'symmetric', as
-    LaMa's ``pad_img_to_modulo``."""
-    h, w = array.shape[:2]
-    ph, pw = (-h) % modulo, (-w) % modulo
-    pad = ((0, ph), (0, pw)) + ((0, 0),) * (array.ndim - 2)
+def as_hole(mask: Any, shape: tuple[int, int], *, what: str = "mask") -> np.ndarray:
+    """``(H, W)`` bool, True = hole: any non-zero value (any colour channel; a PIL mask's alpha is ignored)."""
+    if isinstance(mask, Image.Image):
+        if mask.mode in ("P", "PA"):
+            mask = mask.convert("RGBA")
+        elif mask.mode == "1":
+            mask = mask.convert("L")
+        arr = np.asarray(mask)
+        if mask.mode in ("LA", "RGBA", "La", "RGBa"):
+            arr = arr[..., :-1]
+    else:
+        arr = np.asarray(mask)
+    if arr.ndim == 3:
+        if arr.shape[-1] not in (1, 3, 4) and not isinstance(mask, Image.Image):
+            raise InputError(f"{what}: expected (H, W) or (H, W, 1) values, got shape {arr.shape}")
+        arr = arr.any(axis=-1) if arr.dtype == np.bool_ else (arr != 0).any(axis=-1)
+    elif arr.ndim != 2:
+        raise InputError(f"{what}: expected (H, W) or (H, W, 1) values, got shape {arr.shape}")
+    if arr.shape != tuple(shape):
+        raise InputError(f"{what}: {arr.shape[1]}x{arr.shape[0]} does not match the image's {shape[1]}x{shape[0]} "
+                         "(W x H)")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise InputError(f"{what}: values must be finite")
+    return arr != 0
+
+
+def to_rgb_float(arr: np.ndarray) -> np.ndarray:
+    """(H, W, C) uint8/float -> (H, W, 3) float32 in [0, 1] (grey replicated, alpha dropped)."""
+    x = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(x[..., :3])
+
+
+def pad_to_modulo(array: np.ndarray, modulo: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Pads two axes at the end to multiples of ``modulo`` with numpy 'symmetric', as LaMa's
+    ``pad_img_to_modulo``."""
+    pad = [(0, 0)] * array.ndim
+    for ax in axes:
+        pad[ax] = (0, (-array.shape[ax]) % modulo)
     return np.pad(array, pad, mode="symmetric")
 
 
-def inpaint(model, variables: Any, image: np.ndarray, mask: np.ndarray, *, objective: str = "lama",
-            modulo: int = 8) -> np.ndarray:
-    """Inpaints one image of any size.
-
-    Args:
-      model, variables: a generator (from ``load_generator`` or ``jaxinpaint.convert``).
-      image: (H, W, 3) uint8, or float in [0, 1].
-      mask: (H, W) or (H, W, 1); any value > 0 is a hole (LaMa binarises with ``mask > 0``).
-      objective: the system's objective name (how its generator is fed).
-      modulo: pad H and W up to a multiple of this (LaMa's ``pad_out_to_modulo: 8``).
-
-    Returns:
-      (H, W, 3) uint8: the input outside the hole (byte for byte), ``clip(pred * 255)`` truncated to uint8
-      inside (LaMa's conversion).
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"image must be (H, W, 3), got {image.shape}")
-    mask = np.asarray(mask)  # (H, W) or (H, W, 1); inpaint_batch checks it against the image
-    return inpaint_batch(model, variables, image[None], mask[None], objective=objective, modulo=modulo)[0]
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def inpaint_batch(model, variables: Any, images: np.ndarray, masks: np.ndarray, *, objective: str = "lama",
-                  modulo: int = 8) -> np.ndarray:
-    """Inpaints a batch of images of one size in a single generator call (``python -m jaxinpaint.predict``).
+def finish(original: np.ndarray, kind: Kind, pred: np.ndarray, hole: np.ndarray) -> Any:
+    """The result in the kind of the input: ``original`` outside the hole, ``pred`` (H, W, 3 in [0, 1]) inside."""
+    h3 = hole[..., None]
+    if kind.dtype == np.uint8:
+        filled = np.clip(pred * 255.0, 0, 255).astype(np.uint8)  # LaMa's truncating conversion
+        if kind.channels == 1:
+            filled = np.asarray(Image.fromarray(filled, "RGB").convert("L"))[..., None]
+    else:
+        filled = np.clip(pred, 0.0, 1.0)
+        if kind.channels == 1:
+            filled = (filled @ _LUMA)[..., None]
+        filled = filled.astype(kind.dtype)
+    out = original.copy()
+    c = min(kind.channels, 3)
+    out[..., :c] = np.where(h3, filled[..., :c], original[..., :c])
+    if kind.pil:
+        if kind.pil_mode == "RGBA-from-LA":
+            grey = np.asarray(Image.fromarray(np.ascontiguousarray(out[..., :3]), "RGB").convert("L"))
+            grey = np.where(hole, grey, original[..., 0])
+            return Image.fromarray(np.stack([grey, out[..., 3]], axis=-1), "LA")
+        mode = {1: "L", 3: "RGB", 4: "RGBA"}[kind.channels]
+        return Image.fromarray(out[..., 0] if kind.channels == 1 else out, mode)
+    return out[..., 0] if kind.squeeze else out
 
-    Batching only pays for images of identical size: the generator is compiled once per padded shape and batch
-    size, and every image of a batch gets the same padding.
 
-    Args:
-      images: (N, H, W, 3) uint8, or float in [0, 1].
-      masks: (N, H, W) or (N, H, W, 1); any value > 0 is a hole.
-      objective, modulo: as for ``inpaint``.
+def split_batch(images: Any, masks: Any) -> tuple[list, list, bool]:
+    """``(images, masks, batched)``: a list/tuple or a 4-D array is a batch; anything else one image."""
+    def is_batch(x):
+        return isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.ndim == 4)
 
-    Returns:
-      (N, H, W, 3) uint8, each image as ``inpaint`` returns it.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3), got {images.shape}")
-    masks = np.asarray(masks)
-    if masks.ndim == 4:
-        masks = masks[..., 0]
-    if masks.shape != images.shape[:3]:
-        raise ValueError(f"masks {masks.shape} and images {images.shape[:3]} differ in size")
-    if modulo < 1:
-        raise ValueError(f"modulo must be >= 1, got {modulo}")
-    # Models with a coarser size constraint (PConv U-Net: 2**layer_size, DeepFill: 8) declare it.
-    modulo = math.lcm(modulo, int(getattr(model, "size_multiple", 1)))
-    as_uint8 = images.dtype == np.uint8
-    images_f = images.astype(np.float32) / 255.0 if as_uint8 else images.astype(np.float32)
-    holes = masks > 0
-    h, w = holes.shape[1:]
-    img_p = np.stack([pad_to_modulo(x, modulo) for x in images_f])
-    mask_p = np.stack([pad_to_modulo(m.astype(np.float32)[..., None], modulo) for m in holes])
-    out = _predict_fn(model, objective)(variables, img_p, mask_p)
-    pred = np.asarray(out["pred"])[:, :h, :w]
-    filled = np.clip(pred * 255.0, 0, 255).astype(np.uint8)
-    original = images if as_uint8 else np.clip(images_f * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.where(holes[..., None], filled, original)
+    if is_batch(images):
+        images = list(images)
+        if not is_batch(masks):
+            raise InputError("a batch of images needs a batch of masks (a list, or an (N, H, W[, 1]) array)")
+        masks = list(masks) if isinstance(masks, (list, tuple)) else list(np.asarray(masks))
+        if len(images) != len(masks):
+            raise InputError(f"{len(images)} images but {len(masks)} masks")
+        if not images:
+            raise InputError("empty batch")
+        return images, masks, True
+    return [images], [masks], False
+
+
+def group_by_shape(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[int]]:
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(tuple(s), []).append(i)
+    return groups

@@ -9,14 +9,14 @@ Everything here is NHWC and stores convolution kernels as HWIO ``kernel`` plus `
 * LaMa's Fast Fourier Convolutions: :class:`FourierUnit`, :class:`SpectralTransform`, :class:`FFC`,
   :class:`FFCBnAct`, :class:`FFCResnetBlock`.
 
-The implementations live in ``jaxinpaint.models.*``; this module only re-exports them so that user code does
+The implementations live in ``jaxinpaint.nn.*``; this module only re-exports them so that user code does
 not depend on the internal file layout.
 """
 
-from jaxinpaint.models.ffc import FFC, FFCBnAct, FFCResnetBlock, FourierUnit, SpectralTransform
-from jaxinpaint.models.gated_conv import GatedConv2D, GatedDeconv2D, attention_offsets, contextual_attention
-from jaxinpaint.models.layers import Conv2D, ConvTranspose2D
-from jaxinpaint.models.partial_conv import PartialConv2D
+from jaxinpaint.nn.ffc import FFC, FFCBnAct, FFCResnetBlock, FourierUnit, SpectralTransform
+from jaxinpaint.nn.gated_conv import GatedConv2D, GatedDeconv2D, attention_offsets, contextual_attention
+from jaxinpaint.nn.conv import Conv2D, ConvTranspose2D
+from jaxinpaint.nn.partial_conv import PartialConv2D
 
 __all__ = [
     "Conv2D",

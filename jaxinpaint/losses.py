@@ -1,4 +1,4 @@
-"""Pure loss functions shared by the inpainting systems (LaMa, PConv U-Net, DeepFill v2).
+"""Pure loss functions shared by the inpainting systems.
 
 Every loss is a keyword-only function of arrays that returns a float32 scalar; none holds state or hooks
 (magvit's ``videogvt/train_lib/losses.py`` is the model). Weights (LaMa's 10 / 100 / 30, PConv's 6 / 0.05 /
@@ -8,9 +8,9 @@ Every loss is a keyword-only function of arrays that returns a float32 scalar; n
 Layout conventions: images and feature maps are NHWC; masks are float (B, H, W, 1) with 1 = hole, the
 project-wide convention. Discriminator logits are NHWC too, e.g. (B, 19, 19, 1) for LaMa's PatchGAN at 256².
 
-The frozen networks that produce perceptual features live in ``jaxinpaint.models.resnet_ade20k`` (LaMa's
-HRF loss) and ``jaxinpaint.models.vgg`` (PConv's perceptual and style losses); the functions here only
-compare features.
+The perceptual losses at the end receive the frozen backbone's variables as an argument (the backbones live
+in ``jaxinpaint.backbones``: LaMa's ADE20k ResNet50 for the HRF loss, VGG16 for PConv's perceptual and style
+terms); they hold no weights themselves.
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def perceptual_l1(*, fake_features: Sequence[Array], real_features: Sequence[Arr
     """Sum over layers of the mean absolute feature difference (PConv's perceptual term for one image).
 
     naoto0804 ``loss.py``: ``Σ_i l1(feat_output[i], feat_gt[i])`` over VGG16 pool1..pool3; the PConv loss
-    adds this for the raw output and for the composite (``models.vgg.vgg_perceptual_loss`` does both).
+    adds this for the raw output and for the composite (``pconv_perceptual_and_style`` does both).
     """
     _check_feature_lists(fake_features, real_features, "perceptual_l1")
     return sum(jnp.mean(jnp.abs(f - r)) for f, r in zip(fake_features, real_features)).astype(jnp.float32)
@@ -320,3 +320,88 @@ def total_variation(*, image: Array, mask: Array | None = None) -> Array:
         dx = dx * (region[:, :, 1:] * region[:, :, :-1])
         dy = dy * (region[:, 1:] * region[:, :-1])
     return (jnp.mean(dx) + jnp.mean(dy)).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Perceptual losses on frozen backbones (variables passed in).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def hrf_perceptual(*, variables, pred: Array, target: Array, train_bn: bool = False, model=None) -> Array:
+    """LaMa's HRF perceptual loss: Σ over the 4 stages of MSE(φ_l(n(pred)), φ_l(n(target))), unweighted.
+
+    Port of ``ResNetPL.forward`` (advimman/lama ``saicinpainting/training/losses/perceptual.py``): both
+    images are ImageNet-normalised and passed through the frozen ADE20k ResNet50-dilated encoder, and the
+    per-stage ``F.mse_loss`` (mean over all elements) values are summed. The whole image is compared, no mask.
+    Big-LaMa multiplies the result by 30 (done by the objective).
+
+    ``train_bn=True`` is what LaMa's training actually computes: Lightning's ``model.train()`` puts the
+    encoder's BatchNorm layers in training mode, so ``pred`` and ``target`` are normalised with their own
+    batch statistics in two separate calls (pred first). The encoder's running statistics that PyTorch would
+    update on the way are not kept: nothing reads them in training mode. ``train_bn=False`` uses the stored
+    running statistics (eval mode, one call on the concatenated batch).
+
+    Only gradients with respect to ``pred`` flow (the backbone and the target are stop-gradient'ed).
+
+    Args:
+      variables: ``{'params', 'batch_stats'}`` (``jaxinpaint.backbones.resnet_ade20k.load``, or random).
+      pred, target: (B, H, W, 3) in [0, 1].
+      train_bn: batch statistics (LaMa's training) or running statistics.
+      model: the encoder (default LaMa's ResNet-50 dilated).
+
+    Returns:
+      float32 scalar.
+    """
+    from jaxinpaint.backbones import resnet_ade20k
+
+    _check_same_shape("pred", pred, "target", target, "hrf_perceptual")
+    model = model or resnet_ade20k.Model()
+    variables = jax.lax.stop_gradient(variables)
+    target = jax.lax.stop_gradient(target)
+    if train_bn:
+        def features(x):
+            return model.apply(variables, resnet_ade20k.normalize_imagenet(x), train=True,
+                               mutable=["batch_stats"])[0]
+
+        f_pred, f_target = features(pred), features(target)
+    else:
+        both = model.apply(variables, resnet_ade20k.normalize_imagenet(jnp.concatenate([pred, target], axis=0)),
+                           train=False)
+        batch = pred.shape[0]
+        f_pred, f_target = [f[:batch] for f in both], [f[batch:] for f in both]
+    total = sum(jnp.mean(jnp.square(a - b)) for a, b in zip(f_pred, f_target))
+    return total.astype(jnp.float32)
+
+
+def pconv_perceptual_and_style(*, variables, output: Array, composite: Array, target: Array,
+                               model=None) -> dict[str, Array]:
+    """PConv's perceptual and style terms from a single VGG16 pass over output, composite and target.
+
+    naoto0804 ``loss.py::InpaintingLoss``: ``prc = Σ_i l1(φ_i(out), φ_i(gt)) + l1(φ_i(comp), φ_i(gt))`` and
+    ``style`` the same with Gram matrices, over VGG16 pool1..pool3 (weights 0.05 and 120, applied by the
+    objective).
+
+    Args:
+      variables: VGG variables (``jaxinpaint.backbones.vgg.load`` or a random init).
+      output: raw network output (B, H, W, 3), [0, 1] when the model normalises its input.
+      composite: ``m·input + (1 - m)·output`` with m = valid.
+      target: ground truth.
+      model: the extractor (default ``vgg.Model()``: pool1..3, ImageNet normalisation inside).
+
+    Returns:
+      ``{'perceptual': scalar, 'style': scalar}``.
+    """
+    from jaxinpaint.backbones import vgg
+
+    for name, value in (("composite", composite), ("target", target)):
+        _check_same_shape(name, value, "output", output, "pconv_perceptual_and_style")
+    model = model or vgg.Model()
+    variables = jax.lax.stop_gradient(variables)
+    batch = output.shape[0]
+    feats = model.apply(variables, jnp.concatenate([output, composite, jax.lax.stop_gradient(target)], axis=0))
+    f_out, f_comp, f_gt = ([feats[t][k * batch:(k + 1) * batch] for t in model.taps] for k in range(3))
+    perceptual = (perceptual_l1(fake_features=f_out, real_features=f_gt)
+                  + perceptual_l1(fake_features=f_comp, real_features=f_gt))
+    style = (style_loss(fake_features=f_out, real_features=f_gt)
+             + style_loss(fake_features=f_comp, real_features=f_gt))
+    return {"perceptual": perceptual, "style": style}

@@ -27,3 +27,20 @@ def reference_file(name: str) -> pathlib.Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def run_update(loss_fn, modules, variables, batch, config, *, carry=None, frozen=None, step=0):
+    """Runs one contract loss (``loss(ctx) -> (loss, metrics, outputs)``) outside the trainer.
+
+    ``variables`` maps each network name to ``{'params': ..., <collections>}``. Returns ``(loss, metrics,
+    outputs, states)`` where ``states`` are the networks' collections after the call (state updates recorded).
+    """
+    from jaxinpaint import contract
+
+    params = {n: v.get("params", {}) for n, v in variables.items()}
+    states = {n: {k: c for k, c in v.items() if k != "params"} for n, v in variables.items()}
+    nets = contract.Nets(modules, params, states, train=True, rng=jax.random.key(0))
+    ctx = contract.Context(nets=nets, batch=batch, carry=carry or {}, frozen=frozen or {}, config=config,
+                           rng=jax.random.key(1), step=jax.numpy.asarray(step))
+    loss, metrics, outputs = loss_fn(ctx)
+    return loss, metrics, outputs, nets.states

@@ -1,4 +1,4 @@
-"""Tests for the input pipeline (jaxinpaint.data), the built-in photos and the loader (jaxinpaint.photos)."""
+"""Tests for the input pipeline (jaxinpaint.data), the built-in photos and the loader (jaxinpaint.data.photos)."""
 
 import io
 import logging
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinpaint import data, photos
+from jaxinpaint import data
+from jaxinpaint.data import augment, photos
 
 try:
     import tensorflow_datasets as tfds
@@ -233,7 +234,7 @@ def test_fold_matches_numpy_reflect():
     for n in (1, 2, 5):
         coords = np.arange(-12, 12 + n, dtype=np.float64)
         padded = np.pad(np.arange(n), 12, mode="reflect") if n > 1 else np.zeros(24 + n)
-        np.testing.assert_array_equal(data._fold(coords, n), padded)
+        np.testing.assert_array_equal(augment.fold(coords, n), padded)
 
 
 def test_shift_hsv_matches_skimage():
@@ -245,7 +246,7 @@ def test_shift_hsv_matches_skimage():
     hsv = skc.rgb2hsv(x)
     hsv[..., 0] = np.mod(hsv[..., 0] + shift[0], 1.0)
     hsv[..., 1:] = np.clip(hsv[..., 1:] + shift[1:], 0.0, 1.0)
-    np.testing.assert_allclose(data._shift_hsv(x, shift), skc.hsv2rgb(hsv), atol=1e-5)
+    np.testing.assert_allclose(augment.shift_hsv(x, shift), skc.hsv2rgb(hsv), atol=1e-5)
 
 
 def _no_distortion(**kw):
@@ -254,46 +255,46 @@ def _no_distortion(**kw):
                   clahe_clip=1.0, brightness_contrast=False, contrast=1.0, brightness=0.0, hsv=False,
                   hsv_shift=np.zeros(3))
     params.update(kw)
-    return data._DistortParams(**params)
+    return augment.DistortParams(**params)
 
 
 def test_distort_geometry():
     img = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
     # With every step off, 'distortions' is an exact crop (the coordinate chain is the identity).
-    np.testing.assert_array_equal(data._distort(img, _no_distortion(fy=0.5, fx=0.999), SIZE),
+    np.testing.assert_array_equal(augment.distort(img, _no_distortion(fy=0.5, fx=0.999), SIZE),
                                   img[4:36, 18:50])
-    np.testing.assert_array_equal(data._distort(img, _no_distortion(flip=True), SIZE),
+    np.testing.assert_array_equal(augment.distort(img, _no_distortion(flip=True), SIZE),
                                   img[:SIZE, SIZE - 1::-1])
     # A tiny image is padded (centred, reflect-101), as albumentations' PadIfNeeded does.
     tiny = img[:5, :6]
     expected = np.pad(tiny, ((13, 14), (13, 13), (0, 0)), mode="reflect")
-    np.testing.assert_allclose(data._distort(tiny, _no_distortion(), SIZE), expected, atol=1e-6)
+    np.testing.assert_allclose(augment.distort(tiny, _no_distortion(), SIZE), expected, atol=1e-6)
     # Rotating by 180 degrees about the centre flips both axes.
     sq = img[:SIZE, :SIZE]
-    np.testing.assert_allclose(data._distort(sq, _no_distortion(affine=True, rotate_deg=180.0), SIZE),
+    np.testing.assert_allclose(augment.distort(sq, _no_distortion(affine=True, rotate_deg=180.0), SIZE),
                                sq[::-1, ::-1], atol=1e-4)
     # The other steps change the image but keep the range.
     on = _no_distortion(perspective=True, corners=np.full((4, 2), 0.05), affine=True, scale=1.2,
                         rotate_deg=20, optical=True, optical_k=0.05, clahe=True, clahe_clip=3.0,
                         brightness_contrast=True, contrast=1.1, brightness=0.1, hsv=True,
                         hsv_shift=np.array([5.0, 30.0, 5.0]))
-    out = data._distort(img, on, SIZE)
+    out = augment.distort(img, on, SIZE)
     assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.float32
     assert 0.0 <= out.min() and out.max() <= 1.0 and not np.allclose(out, img[:SIZE, :SIZE])
 
 
 def test_resize_crop_upscales_and_centres():
     tiny = np.random.default_rng(0).random((3, 7, 3)).astype(np.float32)
-    out = data._resize_crop(tiny, data._CropParams(SIZE, 0.5, 0.5, False, True), SIZE)
+    out = augment.resize_crop(tiny, augment.CropParams(SIZE, 0.5, 0.5, False, True), SIZE)
     assert out.shape == (SIZE, SIZE, 3) and 0.0 <= out.min() and out.max() <= 1.0
     exact = np.random.default_rng(1).random((SIZE, SIZE, 3)).astype(np.float32)
-    centre = data._CropParams(SIZE, 0.5, 0.5, False, True)
-    np.testing.assert_array_equal(data._resize_crop(exact, centre, SIZE), exact)
-    np.testing.assert_array_equal(data._resize_crop(exact, centre._replace(flip=True), SIZE), exact[:, ::-1])
+    centre = augment.CropParams(SIZE, 0.5, 0.5, False, True)
+    np.testing.assert_array_equal(augment.resize_crop(exact, centre, SIZE), exact)
+    np.testing.assert_array_equal(augment.resize_crop(exact, centre._replace(flip=True), SIZE), exact[:, ::-1])
     # Halving a smooth 64x128 image, then centre-cropping, samples the middle of the half-size image.
     yy, xx = np.mgrid[0:64, 0:128] / 64.0
     smooth = np.stack([0.5 + 0.4 * np.sin(2 * xx + yy), 0.5 + 0.4 * np.cos(3 * yy), xx / 2], -1)
-    out = data._resize_crop(smooth.astype(np.float32), centre, SIZE)
+    out = augment.resize_crop(smooth.astype(np.float32), centre, SIZE)
     np.testing.assert_allclose(out[1:-1, 1:-1], smooth[::2, ::2][:, 16:48][1:-1, 1:-1], atol=0.02)
 
 
@@ -448,7 +449,7 @@ def test_epochs_visit_every_file_once(photo_folder):
     assert len({tuple(x) for x in per_epoch}) > 1  # reshuffled between epochs
     # With 'none' the batch of step e is exactly epoch e's files in permuted order.
     imgs = [photos.load_image(path) for path in p._reader.source.paths]
-    firsts = [data._resize_crop(im, data._CropParams(SIZE, 0.5, 0.5, False, True), SIZE) for im in imgs]
+    firsts = [augment.resize_crop(im, augment.CropParams(SIZE, 0.5, 0.5, False, True), SIZE) for im in imgs]
     batch = p.local_batch(1)["image"]
     for i, k in enumerate(per_epoch[1]):
         np.testing.assert_array_equal(batch[i], firsts[k])

@@ -1,4 +1,4 @@
-"""DeepFill v2 family: the models (models/deepfill.py), the objective (objectives/deepfill_v2.py), the config.
+"""DeepFill v2: the models (systems/deepfill_v2/model.py), the objective (objective.py), the config.
 
 Model variables for the unit tests are filled with numpy on the ``eval_shape`` tree: ``model.init`` compiles
 one threefry initialiser per parameter shape, seconds each on the 2-core CPU. The end-to-end test goes through
@@ -7,16 +7,21 @@ the real trainer and inference.
 
 import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_update
 from jax import lax
 
-from configs import deepfill_v2 as deepfill_config
-from jaxinpaint import inference, trainer, writers
-from jaxinpaint.models import deepfill, get_model
-from jaxinpaint.objectives import deepfill_v2 as objective
+import jaxinpaint
+from jaxinpaint import config_lib, writers
+from jaxinpaint.nn import spectral_norm
+from jaxinpaint.nn.gated_conv import resize_nearest_align_corners
+from jaxinpaint.systems.deepfill_v2 import model as deepfill
+from jaxinpaint.systems.deepfill_v2 import objective
+from jaxinpaint.train import trainer
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,6 +50,10 @@ def _random_variables(model, *args, seed=0, **kwargs):
 
     abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
     return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def deepfill_config():
+    return config_lib.load_module("deepfill_v2")
 
 
 def _batch(n=2, size=32, seed=0):
@@ -85,11 +94,11 @@ def test_generator_shapes_range_and_input_checks():
 
 
 def test_parameter_counts_and_discriminator_output_at_full_size():
-    g = get_model("deepfill")
+    g = deepfill.Generator()
     g_vars = jax.eval_shape(lambda: g.init(jax.random.key(0), jnp.zeros((1, 256, 256, 5))))
     n_g = sum(x.size for x in jax.tree.leaves(g_vars["params"]))
     assert n_g == 4_052_478  # "about 4M" (LaMa Table 1: DeepFill v2 4.1M)
-    d = get_model("deepfill.SNPatchGAN")
+    d = deepfill.SNPatchGAN()
     d_vars = jax.eval_shape(lambda: d.init(jax.random.key(0), jnp.zeros((1, 256, 256, 4))))
     assert sum(x.size for x in jax.tree.leaves(d_vars["params"])) == 5_946_816
     assert set(d_vars) == {"params", "spectral"}
@@ -103,7 +112,7 @@ def test_parameter_counts_and_discriminator_output_at_full_size():
 def test_mask_resize_follows_tf_align_corners_rule():
     # TF1 resize_nearest_neighbor(align_corners=True), 32 -> 8: round(o * 31 / 7) = 0 4 9 13 18 22 27 31.
     x = jnp.arange(32.0)[None, :, None, None] * jnp.ones((1, 1, 32, 1))
-    rows = deepfill.resize_nearest_align_corners(x, 8, 8)[0, :, 0, 0]
+    rows = resize_nearest_align_corners(x, 8, 8)[0, :, 0, 0]
     np.testing.assert_array_equal(rows, [0, 4, 9, 13, 18, 22, 27, 31])
 
 
@@ -111,7 +120,7 @@ def test_mask_resize_follows_tf_align_corners_rule():
 
 
 def test_spectral_norm_converges_and_updates_only_in_train_mode():
-    layer = deepfill.SpectralConv2D(features=8, kernel_size=5, strides=2)
+    layer = spectral_norm.SpectralConv2D(features=8, kernel_size=5, strides=2)
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 16, 16, 3)), jnp.float32)
     variables = _random_variables(layer, x)
     kernel, u0 = variables["params"]["kernel"], variables["spectral"]["u"]
@@ -127,13 +136,13 @@ def test_spectral_norm_converges_and_updates_only_in_train_mode():
     assert not np.allclose(state["spectral"]["u"], u0)
     for _ in range(30):
         _, state = step({"params": variables["params"], **state})
-    normalised, _, sigma = deepfill.spectral_normalize(kernel, state["spectral"]["u"])
+    normalised, _, sigma = spectral_norm.spectral_normalize(kernel, state["spectral"]["u"])
     top = np.linalg.svd(np.asarray(normalised).reshape(-1, 8), compute_uv=False)[0]
     assert top == pytest.approx(1.0, abs=1e-3)
     assert float(sigma) == pytest.approx(true_sigma, rel=1e-3)
 
     # The layer's output is the plain convolution with the normalised kernel (from the stored u) plus bias.
-    expected = lax.conv_general_dilated(x, deepfill.spectral_normalize(kernel, variables["spectral"]["u"])[0],
+    expected = lax.conv_general_dilated(x, spectral_norm.spectral_normalize(kernel, variables["spectral"]["u"])[0],
                                         (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     y0 = layer.apply(variables, x, train=False)
     np.testing.assert_allclose(y0, expected + variables["params"]["bias"], atol=1e-5)
@@ -168,7 +177,6 @@ def test_objective_conversions_and_hinge_losses():
     np.testing.assert_allclose(out["pred"], 0.25)
     np.testing.assert_allclose(out["coarse"], 0.75)
     np.testing.assert_allclose(out["composite"], np.where(mask > 0, 0.25, image), atol=1e-6)
-    assert objective.FAKE == "composite"
 
     # D sees images in [-1, 1] ++ the mask, repeated when reals and fakes are stacked.
     d_in = objective.discriminator_input(jnp.concatenate([image, image]), batch)
@@ -176,32 +184,49 @@ def test_objective_conversions_and_hinge_losses():
     np.testing.assert_array_equal(d_in[2:, ..., 3:], mask)
     np.testing.assert_allclose(d_in[:2, ..., :3], 2 * image - 1, atol=1e-6)
 
-    # Generator: whole-image L1 of both stages in [-1, 1] units + weighted hinge G loss.
-    cfg = deepfill_config.get_config().losses
-    cfg.adversarial = 0.5
-    fake_logits = jnp.array([[0.2, -0.6], [1.0, 0.2]])
-    total, metrics = objective.generator_loss(cfg, out, batch, d_fake=(fake_logits, []), d_real=None,
-                                              frozen={})
+    class StubG(nn.Module):  # the fixed (coarse, fine) above
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return jnp.full(x.shape[:3] + (3,), 0.5), jnp.full(x.shape[:3] + (3,), -0.5)
+
+    class StubD(nn.Module):  # counts its train-mode calls; scores reals (first half) 2.0 and fakes -0.5
+        fake_logits: tuple = ()
+
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            n = self.variable("calls", "n", lambda: jnp.zeros((), jnp.int32))
+            if train and not self.is_initializing():
+                n.value += 1
+            if self.fake_logits:
+                return jnp.asarray(self.fake_logits), []
+            per_image = jnp.where(jnp.arange(x.shape[0]) < x.shape[0] // 2, 2.0, -0.5)
+            return per_image[:, None, None, None] * jnp.ones((1, 2, 2, 3)), []
+
+    cfg = deepfill_config().get_config()
+    cfg.losses.adversarial = 0.5
+    # Generator: whole-image L1 of both stages in [-1, 1] units + weighted hinge G loss on D(composite).
+    fake_logits = ((0.2, -0.6), (1.0, 0.2))
+    modules = {"generator": StubG(), "discriminator": StubD(fake_logits)}
+    variables = {"generator": {"params": {}}, "discriminator": {"params": {}, "calls": {"n": 0}}}
+    total, metrics, carry, states = run_update(objective.generator_update, modules, variables, batch, cfg)
     l1_coarse = np.mean(np.abs((2 * image - 1) - 0.5))
     l1_fine = np.mean(np.abs((2 * image - 1) + 0.5))
     assert float(metrics["l1_coarse"]) == pytest.approx(l1_coarse, rel=1e-5)
     assert float(metrics["l1_fine"]) == pytest.approx(l1_fine, rel=1e-5)
     assert float(metrics["adversarial"]) == pytest.approx(-0.2)
     assert float(total) == pytest.approx(l1_coarse + l1_fine + 0.5 * -0.2, rel=1e-5)
-    total_no_d, metrics = objective.generator_loss(cfg, out, batch, d_fake=None, d_real=None, frozen={})
+    np.testing.assert_allclose(carry["fake"], out["composite"], atol=1e-6)  # D's fakes: the composite
+    assert int(states["discriminator"]["calls"]["n"]) == 1
+    total_no_d, metrics, _, _ = run_update(objective.generator_update, {"generator": StubG()},
+                                           {"generator": {"params": {}}}, batch, cfg)
     assert "adversarial" not in metrics and float(total_no_d) == pytest.approx(l1_coarse + l1_fine, rel=1e-5)
 
-    # Discriminator: ONE call on reals ++ fakes (one power iteration), hinge on the halves.
-    calls = []
-
-    def d_apply(images, state):
-        calls.append(images.shape[0])
-        per_image = jnp.where(jnp.arange(images.shape[0]) < 2, 2.0, -0.5)  # reals first, then fakes
-        logits = per_image[:, None, None, None] * jnp.ones((1, 2, 2, 3))
-        return (logits, []), {"n": state["n"] + 1}
-
-    loss, (d_metrics, state) = objective.discriminator_loss(cfg, d_apply, image, image, batch, {"n": 0})
-    assert calls == [4] and state == {"n": 1}
+    # Discriminator: ONE call on reals ++ the G update's fakes (one power iteration), hinge on the halves.
+    modules = {"discriminator": StubD()}
+    loss, d_metrics, _, states = run_update(objective.discriminator_update, modules,
+                                            {"discriminator": {"params": {}, "calls": {"n": 0}}}, batch, cfg,
+                                            carry={"fake": jnp.asarray(image)})
+    assert int(states["discriminator"]["calls"]["n"]) == 1
     # 0.5 * relu(1 - 2) + 0.5 * relu(1 - 0.5) = 0.25
     assert float(loss) == pytest.approx(0.25)
     assert float(d_metrics["real_logits"]) == pytest.approx(2.0)
@@ -209,25 +234,25 @@ def test_objective_conversions_and_hinge_losses():
 
 
 def test_full_config_matches_the_original_recipe():
-    c = deepfill_config.get_config()
-    assert c.objective == "deepfill_v2" and c.generator.kind == "deepfill" and c.generator.cnum == 48
-    assert c.discriminator.kind == "deepfill.SNPatchGAN" and c.discriminator.cnum == 64
+    c = deepfill_config().get_config()
+    assert c.system == "deepfill_v2" and c.generator.kind == "Generator" and c.generator.cnum == 48
+    assert c.discriminator.kind == "SNPatchGAN" and c.discriminator.cnum == 64
     for opt in (c.g_optimizer, c.d_optimizer):
         assert (opt.lr, opt.b1, opt.b2, opt.clip_norm) == (1e-4, 0.5, 0.999, 0.0)
     assert (c.input.batch_size, c.input.image_size) == (16, 256)
     assert c.input.mask.name == "deepfill_v2" and c.input.mask.per_batch
     assert (c.losses.l1_coarse, c.losses.l1_fine, c.losses.adversarial) == (1.0, 1.0, 1.0)
-    smoke = deepfill_config.get_config("smoke")
+    smoke = deepfill_config().get_config("smoke")
     assert smoke.input.image_size % deepfill.SIZE_MULTIPLE == 0 and smoke.total_steps <= 100
     with pytest.raises(ValueError, match="unknown config variant"):
-        deepfill_config.get_config("tiny")
+        deepfill_config().get_config("tiny")
 
 
 # ------------------------------------------------------------------------------------------------ end to end
 
 
 def test_train_checkpoint_and_inpaint_end_to_end(tmp_path):
-    c = deepfill_config.get_config("smoke")
+    c = deepfill_config().get_config("smoke")
     c.generator.cnum = 4
     c.discriminator.cnum = 4
     c.input.image_size = 32
@@ -244,21 +269,22 @@ def test_train_checkpoint_and_inpaint_end_to_end(tmp_path):
     rows = [r for r in writers.read_jsonl(workdir / "metrics.jsonl") if "g/total" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     terms = {"g/total", "g/l1_coarse", "g/l1_fine", "g/adversarial", "d/total", "d/hinge", "d/real_logits",
-             "d/fake_logits", "grad_norm/g", "grad_norm/d"}
+             "d/fake_logits", "grad_norm/generator", "grad_norm/discriminator"}
     assert terms <= set(rows[0])
     assert all(np.isfinite(r[k]) for r in rows for k in terms)
     assert rows[-1]["g/total"] != rows[0]["g/total"]
     assert os.listdir(workdir / "checkpoints") == ["3"]
     assert list((workdir / "images").glob("samples_*.png"))
-    assert sorted(state.d_state["spectral"]) == [f"conv{i}" for i in range(1, 7)]
+    assert sorted(state.nets["discriminator"].state["spectral"]) == [f"conv{i}" for i in range(1, 7)]
 
-    model, variables, name = inference.load_generator(str(workdir))
-    assert name == "deepfill_v2" and isinstance(model, deepfill.Generator) and model.cnum == 4
+    model = jaxinpaint.load(str(workdir))
+    module, _ = model.network("generator")
+    assert model.name == "deepfill_v2" and isinstance(module, deepfill.Generator) and module.cnum == 4
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (30, 27, 3), dtype=np.uint8)  # not a multiple of 8: inpaint pads
     mask = np.zeros((30, 27), bool)
     mask[8:20, 5:17] = True
-    result = inference.inpaint(model, variables, image, mask, objective=name)
+    result = model.inpaint(image, mask)
     assert result.shape == image.shape and result.dtype == np.uint8
     np.testing.assert_array_equal(result[~mask], image[~mask])
     assert not np.array_equal(result[mask], image[mask])

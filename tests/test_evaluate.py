@@ -1,4 +1,4 @@
-"""Tests for python -m jaxinpaint.evaluate, python -m jaxinpaint.make_eval_set and LaMa's integral scores."""
+"""Tests for ``jaxinpaint evaluate``, ``jaxinpaint make_eval_set`` and LaMa's integral scores."""
 
 import json
 import warnings
@@ -8,8 +8,13 @@ import pytest
 from conftest import reference_file
 from PIL import Image
 
-from jaxinpaint import evaluate, lpips, make_eval_set, metrics
-from jaxinpaint.models import inception
+from jaxinpaint import metrics
+from jaxinpaint.backbones import inception
+from jaxinpaint.cli import evaluate
+from jaxinpaint.cli import make_eval_set as make_eval_set_cli
+from jaxinpaint.data import images as image_io
+from jaxinpaint.evaluation import eval_set as make_eval_set
+from jaxinpaint.evaluation import lpips
 
 
 def _photo(h, w, seed):
@@ -33,11 +38,12 @@ def photos_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def generator_dir(tmp_path_factory):
-    from jaxinpaint import checkpoint, convert
+    from jaxinpaint import convert
+    from jaxinpaint.io import checkpoint
 
     model, variables = convert.load_lama_generator(reference_file("lama_small_seed0.npz"))
     out = tmp_path_factory.mktemp("gen") / "generator"
-    checkpoint.save_models(out, {"generator": (model, variables)})
+    checkpoint.save_models(out, "lama", {"generator": (model, variables)})
     return out
 
 
@@ -67,7 +73,7 @@ def test_make_eval_set_names_sizes_and_area_filter(photos_dir, tmp_path):
         assert image.shape == (48, 48, 3) and image.dtype == np.uint8
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
         assert 0 < (mask > 0).mean() <= 0.5  # LaMa's max_tamper_area, and no empty masks
-    pairs = make_eval_set.find_pairs(tmp_path / "set")
+    pairs = image_io.find_pairs(tmp_path / "set")
     assert [p.name for p in pairs] == [f"{s}_crop000_mask000" for s in stems]
     # Reproducible: the same seed gives the same bytes; another seed other masks.
     make_eval_set.make_eval_set(photos_dir, tmp_path / "again", mask_name="lama_thick_256", seed=0,
@@ -94,7 +100,7 @@ def test_make_eval_set_is_loud_on_empty_or_bad_input(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match=r"no image files.*\*\.jpg.*\*\.png"):
         make_eval_set.make_eval_set(tmp_path / "empty", tmp_path / "out")
     argv = ["--input_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "o")]
-    assert make_eval_set.main(argv) == 2
+    assert make_eval_set_cli.main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
@@ -152,7 +158,7 @@ def test_evaluate_metric_wiring_with_a_known_predictor(photos_dir, tmp_path):
     # target value there and PSNR/SSIM follow from the metric functions directly.
     masks_dir = tmp_path / "masks"
     (masks_dir / "sub").mkdir(parents=True)
-    files = make_eval_set.list_images(photos_dir)
+    files = image_io.list_images(photos_dir)
     expected = {}
     for i, f in enumerate(files):
         rel = f.relative_to(photos_dir).as_posix()
@@ -160,7 +166,7 @@ def test_evaluate_metric_wiring_with_a_known_predictor(photos_dir, tmp_path):
         hole = np.zeros((32, 32), bool)
         hole[4:4 + 3 * (i + 1), 2:30] = True
         Image.fromarray(hole.astype(np.uint8) * 255).save(masks_dir / f"{stem}_mask.png")
-        image = make_eval_set.load_rgb_uint8(f, 32)
+        image = image_io.load_rgb_uint8(f, 32)
         expected[stem + "_mask"] = (image, hole)
     args = evaluate._parser().parse_args(["--input_dir", str(photos_dir), "--mask_dir", str(masks_dir),
                                           "--image_size", "32", "--predictions_dir", "unused"])
@@ -270,7 +276,7 @@ def test_tfds_source_without_tensorflow(tmp_path):
 
 
 def test_fid_cli_folders_skip_eval_set_masks_but_keep_mask_named_predictions(tmp_path):
-    from jaxinpaint import fid
+    from jaxinpaint.evaluation import fid
 
     (tmp_path / "set").mkdir()
     (tmp_path / "preds").mkdir()

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from conftest import SHARED_REFERENCE, reference_file
 
-from jaxinpaint import convert
-from jaxinpaint.models import ffc, get_model, lama, pix2pixhd
-from jaxinpaint.models.layers import ConvTranspose2D, pad2d
+from jaxinpaint.nn import ffc, pix2pixhd
+from jaxinpaint.nn.conv import ConvTranspose2D, pad2d
+from jaxinpaint.systems.lama import convert
+from jaxinpaint.systems.lama import model as lama
 
 GEN_TOL = 1e-4
 DISC_TOL = 1e-5
@@ -112,10 +113,10 @@ def test_lightning_checkpoint_layout_and_leftover_keys():
         convert.load_lama_generator({**g, "model.4.conv1.ffc.extra.weight": np.zeros((1,), np.float32)})
     incomplete = dict(g)
     del incomplete["model.5.conv2.ffc.convg2g.fu.bn.running_var"]
-    with pytest.raises(convert.ConversionError, match=r"missing parameter.*block_1/conv2/ffc/convg2g/fu/bn/var"):
+    with pytest.raises(convert.ConversionError, match=r"missing.*block_1/conv2/ffc/convg2g/fu/bn/var"):
         convert.load_lama_generator(incomplete)
     wrong = {**g, "model.14.weight": np.zeros((3, 16, 5, 5), np.float32)}
-    with pytest.raises(convert.ConversionError, match="shape mismatch"):
+    with pytest.raises(convert.ConversionError, match="wrong shape"):
         convert.load_lama_generator(wrong)
 
 
@@ -134,7 +135,7 @@ def test_full_big_lama_key_list_converts_exactly():
     assert len(listing) == 989
     sd = {k: np.zeros(shape, np.int64 if dtype == "int64" else np.float32) for k, (shape, dtype) in listing.items()}
     cfg = convert.infer_generator_config(sd)
-    assert cfg == {"kind": "lama", "input_nc": 4, "ngf": 64, "n_downsampling": 3, "n_blocks": 18,
+    assert cfg == {"kind": "FFCResNetGenerator", "input_nc": 4, "ngf": 64, "n_downsampling": 3, "n_blocks": 18,
                    "resnet_ratio_gin": 0.75, "resnet_ratio_gout": 0.75, "resnet_enable_lfu": False,
                    "use_se": False, "gated": False, "spectral_pos_encoding": False, "output_nc": 3}
     model, variables = convert.load_lama_generator(sd)  # raises on any leftover or missing key
@@ -158,11 +159,11 @@ def _count_params(model, size=64):
 
 
 def test_named_variants_parameter_counts():
-    assert _count_params(get_model("lama.BigLama")) == 50_975_875
-    assert _count_params(get_model("lama.LamaFourier")) == 27_048_835
-    regular = _count_params(get_model("lama.LamaRegular"))
+    assert _count_params(lama.BigLama()) == 50_975_875
+    assert _count_params(lama.LamaFourier()) == 27_048_835
+    regular = _count_params(lama.LamaRegular())
     assert 45e6 < regular < 47e6  # paper Table 2: 46M
-    assert _count_params(get_model("pix2pixhd.NLayerDiscriminator"), 256) == 6_962_369
+    assert _count_params(pix2pixhd.NLayerDiscriminator(), 256) == 6_962_369
 
 
 def test_global_generator_weights_round_trip():
@@ -171,7 +172,7 @@ def test_global_generator_weights_round_trip():
     x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 4))
     variables = model.init(jax.random.key(0), x)
     # Name every JAX leaf the way the original state dict does, through the converter's own key map inverted.
-    cfg = {"kind": "pix2pixhd.GlobalGenerator", "n_downsampling": 2, "n_blocks": 2}
+    cfg = {"kind": "GlobalGenerator", "n_downsampling": 2, "n_blocks": 2}
     key_map = convert.generator_key_map(cfg)
     torch_keys = [f"model.{i}.{s}" for i in range(20) for s in ("weight", "bias", "running_mean", "running_var")]
     torch_keys += [f"model.{i}.conv_block.{j}.{s}" for i in range(20) for j in (1, 2, 5, 6)
@@ -260,20 +261,26 @@ def test_conv_transpose_matches_dilated_formulation_and_its_gradient():
     np.testing.assert_allclose(g_fast, g_ref, rtol=1e-4, atol=1e-4)
 
 
-def test_converter_command_round_trip(tmp_path):
+def test_converter_command_round_trip(tmp_path, capsys):
+    from jaxinpaint.cli import convert as convert_cli
+    from jaxinpaint.io import checkpoint
+
     src = reference_file("lama_small_seed0.npz")
     out = tmp_path / "converted"
-    assert convert.main([str(src), str(out)]) == 0
+    assert convert_cli.main([str(src), str(out)]) == 0  # the system is recognised from the keys
+    assert checkpoint.read_metadata(out)["system"] == "lama"
     model, variables = convert.load_lama_generator(out)
     ref = np.load(src)
     pred = model.apply(variables, nhwc(ref["input"]), train=False)
     assert np.abs(np.asarray(pred) - nhwc(ref["output"])).max() <= GEN_TOL
-    with pytest.raises(FileExistsError):
-        convert.main([str(src), str(out)])
+    capsys.readouterr()
+    assert convert_cli.main([str(src), str(out)]) == 2  # never overwrites: one error line, exit 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an empty directory" in err[0]
 
 
 def test_malicious_checkpoint_is_refused(tmp_path):
-    from jaxinpaint import torch_pickle
+    from jaxinpaint.io import torch_pickle
 
     marker = tmp_path / "pwned"
 

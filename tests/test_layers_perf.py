@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxinpaint.models import ffc, layers
+from jaxinpaint.nn import conv as layers
+from jaxinpaint.nn import ffc
 
 DN = ("NHWC", "HWIO", "NHWC")
 

@@ -1,4 +1,4 @@
-"""Tests for LPIPS-VGG (jaxinpaint.lpips), the FID Inception network and its converters, FID and KID."""
+"""Tests for LPIPS-VGG (jaxinpaint.evaluation.lpips), the FID Inception network and its converters, FID and KID."""
 
 import pickle
 import warnings
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import linalg
 
-from jaxinpaint import fid, lpips
-from jaxinpaint.models import inception, vgg
+from jaxinpaint.backbones import inception, vgg
+from jaxinpaint.evaluation import fid, lpips
 
 # ----------------------------------------------------------------------------------------------------------
 # FID / KID on synthetic features.
@@ -104,7 +104,7 @@ def test_kid_unbiased_estimator_on_a_tiny_example():
 # Inception (pytorch-fid's architecture).
 # ----------------------------------------------------------------------------------------------------------
 
-# pytorch-fid's InceptionV3, written out independently of jaxinpaint.models.inception from torchvision's
+# pytorch-fid's InceptionV3, written out independently of jaxinpaint.backbones.inception from torchvision's
 # inception.py + pytorch-fid's FIDInception* patches: block -> [(conv name, c_in, c_out, kh, kw)].
 def _block_a(cin, pool):
     return [("branch1x1", cin, 64, 1, 1), ("branch5x5_1", cin, 48, 1, 1), ("branch5x5_2", 48, 64, 5, 5),

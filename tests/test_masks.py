@@ -205,9 +205,9 @@ CV2_HORIZONTAL = {5: (17, 23, 2, 33), 6: (17, 23, 2, 33), 7: (16, 24, 1, 34), 10
 
 @pytest.mark.parametrize("thickness", sorted(CV2_HORIZONTAL))
 def test_thick_line_matches_cv2_extent(thickness):
-    image, draw = masks._new_canvas(40, 40)
-    masks._cv2_like_line(draw, (5, 20), (30, 20), thickness)
-    mask = masks._as_bool(image)
+    image, draw = masks.base.new_canvas(40, 40)
+    masks.base.cv2_like_line(draw, (5, 20), (30, 20), thickness)
+    mask = masks.base.as_bool(image)
     rows, cols = np.nonzero(mask[:, 18])[0], np.nonzero(mask[20])[0]
     assert (rows[0], rows[-1], cols[0], cols[-1]) == CV2_HORIZONTAL[thickness]
 

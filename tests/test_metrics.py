@@ -65,7 +65,7 @@ def test_ssim_matches_direct_implementation_on_random_images():
 
 
 def test_ssim_matches_direct_implementation_on_real_photo_crop():
-    from jaxinpaint import photos
+    from jaxinpaint.data import photos
 
     try:
         paths = photos.builtin_photo_paths("all")

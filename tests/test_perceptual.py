@@ -1,4 +1,4 @@
-"""Tests for the frozen perceptual backbones: models/resnet_ade20k.py (LaMa's HRF loss) and models/vgg.py.
+"""Tests for the frozen perceptual backbones: backbones/resnet_ade20k.py (LaMa's HRF loss) and backbones/vgg.py.
 
 Numerical parity uses two small fixtures in tests/data, made once with torch 2.13 (CPU) from random weights
 (no pretrained file is involved):
@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint.models import resnet_ade20k, vgg
+from jaxinpaint import losses
+from jaxinpaint.backbones import resnet_ade20k, vgg
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
@@ -163,7 +164,7 @@ def test_resnet50_dilated_matches_lama_torch_reference():
         expected = ref[f"layer{level}"]
         assert f.shape == expected.shape
         np.testing.assert_allclose(np.asarray(f), expected, atol=2e-5, rtol=1e-4)
-    loss = jax.jit(lambda v, p, t: resnet_ade20k.hrf_perceptual_loss(variables=v, pred=p, target=t))
+    loss = jax.jit(lambda v, p, t: losses.hrf_perceptual(variables=v, pred=p, target=t))
     np.testing.assert_allclose(loss(variables, image, target), ref["hrf_loss"], rtol=1e-4)
 
 
@@ -175,7 +176,7 @@ def test_hrf_loss_zero_for_identical_and_differentiable():
     variables = _tiny_resnet_variables(model)
 
     def loss_fn(p, t):
-        return resnet_ade20k.hrf_perceptual_loss(variables=variables, pred=p, target=t, model=model)
+        return losses.hrf_perceptual(variables=variables, pred=p, target=t, model=model)
 
     assert float(jax.jit(loss_fn)(pred, pred)) == 0.0
     value, (g_pred, g_target) = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))(pred, target)
@@ -215,7 +216,6 @@ def test_resnet_missing_weights_error_says_where_to_get_them(tmp_path, monkeypat
 
 
 def test_resnet_load_npz(tmp_path):
-    pytest.importorskip("jaxinpaint.torch_pickle")
     model = resnet_ade20k.Model(**TINY_RESNET)
     variables = _random_variables(model, jnp.zeros((1, 32, 32, 3)), seed=2)
     resnet_ade20k.save_npz(variables, tmp_path / "enc.npz", model=model)
@@ -319,7 +319,6 @@ def test_vgg_missing_file_error(tmp_path):
 
 
 def test_vgg_load_torchvision_npz(tmp_path):
-    pytest.importorskip("jaxinpaint.torch_pickle")
     sd = fake_state_dict(_torchvision_shapes())
     np.savez(tmp_path / "vgg16.npz", **sd)
     _tree_allclose(vgg.variables_from_torchvision(sd), vgg.load(tmp_path / "vgg16.npz"))
@@ -330,7 +329,7 @@ def test_pconv_perceptual_and_style_losses():
     rng = np.random.default_rng(0)
     out, comp, gt = (jnp.asarray(rng.uniform(size=(2, 32, 32, 3)), jnp.float32) for _ in range(3))
     variables = _random_variables(model, out)
-    fn = jax.jit(lambda o, c, t: vgg.pconv_perceptual_and_style(
+    fn = jax.jit(lambda o, c, t: losses.pconv_perceptual_and_style(
         variables=variables, output=o, composite=c, target=t, model=model))
     same = fn(gt, gt, gt)
     assert float(same["perceptual"]) == 0.0 and abs(float(same["style"])) < 1e-9
@@ -349,9 +348,3 @@ def test_pconv_perceptual_and_style_losses():
     np.testing.assert_allclose(got["perceptual"], perceptual, rtol=1e-5)
     np.testing.assert_allclose(got["style"], style, rtol=1e-4)
     assert float(got["perceptual"]) > 0 and float(got["style"]) > 0
-    np.testing.assert_allclose(
-        vgg.vgg_perceptual_loss(variables=variables, output=out, composite=comp, target=gt, model=model),
-        got["perceptual"], rtol=1e-5)
-    np.testing.assert_allclose(
-        vgg.vgg_style_loss(variables=variables, output=out, composite=comp, target=gt, model=model),
-        got["style"], rtol=1e-4)

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxinpaint import checkpoint, inference, predict
-from jaxinpaint.models.lama import FFCResNetGenerator
+import jaxinpaint
+from jaxinpaint import predict
+from jaxinpaint.cli import predict as predict_cli
+from jaxinpaint.io import checkpoint
+from jaxinpaint.systems.lama.model import FFCResNetGenerator
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def model_dir(tmp_path_factory):
     model = FFCResNetGenerator(ngf=8, n_downsampling=2, n_blocks=1)
     variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 4)))  # one compile, not per op
     path = tmp_path_factory.mktemp("model") / "converted"
-    checkpoint.save_models(path, {"generator": (model, variables)})
+    checkpoint.save_models(path, "lama", {"generator": (model, variables)})
     return str(path)
 
 
@@ -71,13 +74,12 @@ def test_lama_layout_mixed_sizes_and_modes(model_dir, tmp_path):
     alpha = rgba[..., 3:].astype(np.float32) / 255
     over_white = np.round((rgba[..., :3] / 255 * alpha + (1 - alpha)) * 255).astype(np.uint8)
     _check_output(outdir / "sub" / "b_mask.png", over_white, _box_mask(40, 29, (5, 20, 10, 20)) > 0)
-    grey_rgb = predict.load_rgb8(str(indir / "sub" / "c.jpg"))
+    grey_rgb = predict_cli.load_rgb8(str(indir / "sub" / "c.jpg"))
     assert np.all(grey_rgb[..., 0] == grey_rgb[..., 1])  # grey replicated to three channels
     out_c = _check_output(outdir / "sub" / "c_mask1.png", grey_rgb, _box_mask(40, 29, (20, 35, 3, 25)) > 0)
 
     # b and c (both 40x29) went through the generator as one batch: same result as alone, up to float noise.
-    model, variables, _ = inference.load_generator(model_dir)
-    alone = inference.inpaint(model, variables, grey_rgb, _box_mask(40, 29, (20, 35, 3, 25)))
+    alone = jaxinpaint.load(model_dir).inpaint(grey_rgb, _box_mask(40, 29, (20, 35, 3, 25)))
     assert np.abs(alone.astype(int) - out_c.astype(int)).max() <= 1
 
 

@@ -1,4 +1,4 @@
-"""LaMa's high-resolution refinement (jaxinpaint.refinement): pyramid operators with torch/kornia/OpenCV
+"""LaMa's high-resolution refinement (jaxinpaint.systems.lama.refine): pyramid operators with torch/kornia/OpenCV
 semantics, and the optimisation itself on a tiny random generator (objective decreases, known pixels kept)."""
 
 import flax.linen as nn
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinpaint import refinement
-from jaxinpaint.models.lama import FFCResNetGenerator
+from jaxinpaint.systems.lama import refine as refinement
+from jaxinpaint.systems.lama.model import FFCResNetGenerator
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,10 @@ def test_refinement_lowers_objective_and_keeps_known_pixels(tiny):
     assert objective[-1] < objective[0]
     assert np.all(np.diff(objective) < 0)  # small Adam steps on a smooth objective: monotone here
     # The refined prediction differs from the plain one (the features moved).
-    from jaxinpaint import inference
+    from jaxinpaint import api, config_lib, systems
 
-    plain = inference.inpaint(model, variables, image, mask)
+    config = config_lib.ml_collections.ConfigDict({"system": "lama", "inference": {}})
+    plain = api.ModelInpainter(systems.get("lama"), config, {"generator": (model, variables)}).inpaint(image, mask)
     assert np.any(out[mask] != plain[mask])
 
 

@@ -1,4 +1,4 @@
-"""Tests for jaxinpaint.torch_pickle: torch-free, code-free reading of PyTorch checkpoints.
+"""Tests for jaxinpaint.io.torch_pickle: torch-free, code-free reading of PyTorch checkpoints.
 
 The fixtures under tests/data/torch/ were written by real ``torch.save`` (tests/data/make_torch_fixtures.py,
 run once with torch 2.13.0); torch itself is not needed here. Hostile pickles are crafted in the tests.
@@ -20,8 +20,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from jaxinpaint import torch_pickle
-from jaxinpaint.torch_pickle import GlobalRef, Placeholder, UnsafePickleError
+from jaxinpaint.io import torch_pickle
+from jaxinpaint.io.torch_pickle import GlobalRef, Placeholder, UnsafePickleError
 
 DATA = pathlib.Path(__file__).resolve().parent / "data" / "torch"
 STATE_DICT_FILES = ["state_dict_zip.pt", "state_dict_legacy.pt"]

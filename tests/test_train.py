@@ -13,16 +13,16 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs import big_lama, lama_fourier, lama_regular
+from jaxinpaint import config_lib, writers
 from jaxinpaint import data as data_lib
-from jaxinpaint import trainer, writers
+from jaxinpaint.train import optim, trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
     """Big LaMa's smoke variant shrunk further: every code path of the real config, seconds per compile."""
-    c = big_lama.get_config("smoke")
+    c = config_lib.get_config("big_lama:smoke")
     c.generator.ngf = 4
     c.generator.n_blocks = 1
     c.discriminator.ndf = 4
@@ -45,14 +45,14 @@ def tiny_config(**overrides):
 
 
 def _params(state):
-    return jax.tree.map(np.asarray, (state.g_params, state.g_state, state.d_params, state.d_state, state.g_opt_state,
-                                     state.d_opt_state, state.ema_params, state.rng))
+    """Everything that must resume exactly: every network's params, state, optimiser state and EMA, and the RNG."""
+    return jax.tree.map(np.asarray, (state.nets, state.rng))
 
 
 def _eval_weights(tmp_path):
     """Random, narrow LPIPS and FID-Inception weights saved as local files, as a user would name real ones."""
-    from jaxinpaint import lpips
-    from jaxinpaint.models import inception
+    from jaxinpaint.backbones import inception
+    from jaxinpaint.evaluation import lpips
 
     lpips.save_npz(lpips.random_variables(width_divisor=16), tmp_path / "lpips.npz")
     inception.save_npz(inception.random_variables(width_divisor=16), tmp_path / "inception.npz")
@@ -76,7 +76,7 @@ def test_training_writes_outputs_and_resumes_exactly(tmp_path):
     loss_rows = [r for r in rows if "g/total" in r]
     assert [r["step"] for r in loss_rows] == [1, 2, 3, 4]
     expected_terms = {"g/total", "g/l1", "g/adversarial", "g/feature_matching", "d/total", "d/adversarial", "d/r1",
-                      "d/real_logits", "d/fake_logits", "grad_norm/g", "grad_norm/d"}
+                      "d/real_logits", "d/fake_logits", "grad_norm/generator", "grad_norm/discriminator"}
     assert expected_terms <= set(loss_rows[0])
     assert all(np.isfinite(r["g/total"]) for r in loss_rows)
     eval_rows = [r for r in rows if "eval/ssim" in r]
@@ -102,10 +102,15 @@ def test_training_writes_outputs_and_resumes_exactly(tmp_path):
     assert [r["eval/ssim"] for r in resumed_all if "eval/ssim" in r] == [r["eval/ssim"] for r in eval_rows]
 
 
+def _built(config):
+    system, networks, phases = trainer.build(config)
+    txs = {n: optim.make(net.optimizer) for n, net in networks.items() if net.trainable}
+    return system, networks, phases, txs
+
+
 def _one_step(config, mesh):
-    generator, discriminator = trainer.build_models(config)
-    g_tx, d_tx = trainer.make_optimizer(config.g_optimizer), trainer.make_optimizer(config.d_optimizer)
-    init_fn = trainer.make_init_fn(config, generator, discriminator, g_tx, d_tx)
+    system, networks, phases, txs = _built(config)
+    init_fn = trainer.make_init_fn(config, networks, txs)
     rng = jax.random.key_data(jax.random.key(0))
     shardings = trainer.state_shardings(jax.eval_shape(init_fn, rng), mesh, config)
     replicated = NamedSharding(mesh, P())
@@ -114,7 +119,7 @@ def _one_step(config, mesh):
         batch_sh = trainer.batch_sharding(mesh)
         local = data_lib.InputPipeline(config.input, seed=0).local_batch(0)
         batch = data_lib.make_global_batch(local, batch_sh)
-        step = jax.jit(trainer.make_train_step(config, generator, discriminator, g_tx, d_tx),
+        step = jax.jit(trainer.make_train_step(config, system, networks, txs, phases[0]),
                        in_shardings=(shardings, batch_sh, replicated), out_shardings=(shardings, replicated))
         new_state, metrics = step(state, batch, {})
     return state, new_state, batch, metrics
@@ -130,22 +135,24 @@ def test_sharded_train_step_on_a_4x2_mesh_matches_one_device():
     # The batch is split over both mesh axes; big kernels over 'fsdp'; small arrays replicated.
     assert batch["image"].sharding.spec == P(("data", "fsdp"))
     assert len(batch["image"].addressable_shards) == 8 and batch["image"].addressable_shards[0].data.shape[0] == 1
-    kernel = new_state.g_params["block_0"]["conv1"]["ffc"]["convl2g"]["kernel"]  # (3, 3, 4, 12): 432 elements
+    g = new_state.nets["generator"]
+    kernel = g.params["block_0"]["conv1"]["ffc"]["convl2g"]["kernel"]  # (3, 3, 4, 12): 432 elements
     assert "fsdp" in kernel.sharding.spec
-    bias = new_state.g_params["head"]["bias"]
+    bias = g.params["head"]["bias"]
     assert bias.sharding.spec == P()
-    adam_mu = new_state.g_opt_state[1][0].mu["block_0"]["conv1"]["ffc"]["convl2g"]["kernel"]
+    adam_mu = g.opt_state[1][0].mu["block_0"]["conv1"]["ffc"]["convl2g"]["kernel"]
     assert adam_mu.sharding.spec == kernel.sharding.spec
     assert int(new_state.step) == 1
 
     single = Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("data", "fsdp"))
     _, ref_state, _, ref_metrics = _one_step(config, single)
-    for key in ("g/total", "d/total", "g/l1", "grad_norm/g", "grad_norm/d"):
+    for key in ("g/total", "d/total", "g/l1", "grad_norm/generator", "grad_norm/discriminator"):
         np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-4)
     # Adam's first step moves every parameter by about +-lr (its sign follows the gradient's), so near-zero
     # gradients whose sign differs with the reduction order can differ by up to 2 lr.
     lr = config.g_optimizer.lr
-    for a, b in zip(jax.tree.leaves(new_state.g_params), jax.tree.leaves(ref_state.g_params)):
+    for a, b in zip(jax.tree.leaves(new_state.nets["generator"].params),
+                    jax.tree.leaves(ref_state.nets["generator"].params)):
         np.testing.assert_allclose(a, b, atol=2.1 * lr)
 
 
@@ -153,13 +160,15 @@ def test_per_device_batch_norm_statistics():
     """bn_groups=0: one BatchNorm statistics group per device (LaMa's DDP), a different but valid step."""
     config = tiny_config(bn_groups=0)
     mesh = trainer.make_mesh(config)
-    assert trainer.resolve_bn_groups(config) == 8
+    from jaxinpaint import contract
+
+    assert contract.resolve_bn_groups(config) == 8
     _, new_state, _, metrics = _one_step(config, mesh)
     global_metrics = _one_step(tiny_config(), mesh)[3]
     assert np.isfinite(float(metrics["g/total"]))
     assert float(metrics["g/total"]) != pytest.approx(float(global_metrics["g/total"]), rel=1e-6)
     with pytest.raises(ValueError, match="bn_groups"):
-        trainer.resolve_bn_groups(tiny_config(bn_groups=3))
+        contract.resolve_bn_groups(tiny_config(bn_groups=3))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -172,19 +181,18 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
 
 
-@pytest.mark.parametrize("module,g_params,d_params", [
-    (big_lama, 50_975_875, 6_962_369),
-    (lama_fourier, 27_048_835, 6_962_369),
-    (lama_regular, None, 6_962_369),
+@pytest.mark.parametrize("name,g_params,d_params", [
+    ("big_lama", 50_975_875, 6_962_369),
+    ("lama_fourier", 27_048_835, 6_962_369),
+    ("lama_regular", None, 6_962_369),
 ])
-def test_full_configs_build_the_published_models(module, g_params, d_params):
-    config = module.get_config()
-    generator, discriminator = trainer.build_models(config)
-    g_tx, d_tx = trainer.make_optimizer(config.g_optimizer), trainer.make_optimizer(config.d_optimizer)
-    init_fn = trainer.make_init_fn(config, generator, discriminator, g_tx, d_tx)
+def test_full_configs_build_the_published_models(name, g_params, d_params):
+    config = config_lib.get_config(name)
+    _, networks, _, txs = _built(config)
+    init_fn = trainer.make_init_fn(config, networks, txs)
     state = jax.eval_shape(init_fn, jax.random.key_data(jax.random.key(0)))
-    n_g = sum(x.size for x in jax.tree.leaves(state.g_params))
-    n_d = sum(x.size for x in jax.tree.leaves(state.d_params))
+    n_g = sum(x.size for x in jax.tree.leaves(state.nets["generator"].params))
+    n_d = sum(x.size for x in jax.tree.leaves(state.nets["discriminator"].params))
     if g_params is None:
         assert 45e6 < n_g < 47e6  # LaMa-Regular: 46M in the paper's Table 2
     else:
@@ -194,6 +202,7 @@ def test_full_configs_build_the_published_models(module, g_params, d_params):
     assert config.losses.feature_matching == 100.0 and config.losses.hrf_perceptual == 30.0
     assert config.losses.r1_gamma == 0.001 and config.losses.l1_weight_known == 10.0
     assert (config.g_optimizer.lr, config.d_optimizer.lr, config.g_optimizer.clip_norm) == (1e-3, 1e-4, 1.0)
+    assert config.d_fake == "regenerate" and config.losses.hrf_bn_mode == "train"  # LaMa-exact
 
 
 def test_init_from_converted_original_weights(tmp_path):
@@ -201,30 +210,32 @@ def test_init_from_converted_original_weights(tmp_path):
     from conftest import reference_file
 
     from jaxinpaint import convert
+    from jaxinpaint.cli import convert as convert_cli
+    from jaxinpaint.io.tree import TreeMismatchError
 
     converted = tmp_path / "converted"
-    assert convert.main([str(reference_file("lama_small_seed0.npz")), str(converted)]) == 0
+    assert convert_cli.main([str(reference_file("lama_small_seed0.npz")), str(converted)]) == 0
     config = tiny_config(init_from=str(converted))
     config.generator.ngf, config.generator.n_downsampling, config.generator.n_blocks = 16, 2, 2
     mesh = trainer.make_mesh(config)
-    generator, discriminator = trainer.build_models(config)
-    g_tx, d_tx = trainer.make_optimizer(config.g_optimizer), trainer.make_optimizer(config.d_optimizer)
-    init_fn = trainer.make_init_fn(config, generator, discriminator, g_tx, d_tx)
+    system, networks, _, txs = _built(config)
+    init_fn = trainer.make_init_fn(config, networks, txs)
     rng = jax.random.key_data(jax.random.key(0))
     shardings = trainer.state_shardings(jax.eval_shape(init_fn, rng), mesh, config)
     state = jax.jit(init_fn, out_shardings=shardings)(rng)
-    d_before = jax.tree.map(np.asarray, state.d_params)
-    state = trainer.load_init_weights(config, state)
+    d_before = jax.tree.map(np.asarray, state.nets["discriminator"].params)
+    state = trainer.load_init_weights(config, state, system)
     _, expected = convert.load_lama_generator(converted)
-    for a, b in zip(jax.tree.leaves(state.g_params), jax.tree.leaves(expected["params"])):
+    g = state.nets["generator"]
+    for a, b in zip(jax.tree.leaves(g.params), jax.tree.leaves(expected["params"])):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(state.g_state["batch_stats"]["stem"]["bn_l"]["mean"],
+    np.testing.assert_array_equal(g.state["batch_stats"]["stem"]["bn_l"]["mean"],
                                   expected["batch_stats"]["stem"]["bn_l"]["mean"])
-    for a, b in zip(jax.tree.leaves(state.d_params), jax.tree.leaves(d_before)):  # no D in the source
-        np.testing.assert_array_equal(a, b)
-    fewer_blocks = state.replace(g_params={k: v for k, v in state.g_params.items() if k != "block_1"})
-    with pytest.raises(ValueError, match="do not match the configured model"):
-        trainer.load_init_weights(config, fewer_blocks)
+    for a, b in zip(jax.tree.leaves(state.nets["discriminator"].params), jax.tree.leaves(d_before)):
+        np.testing.assert_array_equal(a, b)  # no D in the source
+    fewer = g.replace(params={k: v for k, v in g.params.items() if k != "block_1"})
+    with pytest.raises(TreeMismatchError, match="block_1"):
+        trainer.load_init_weights(config, state.replace(nets={**state.nets, "generator": fewer}), system)
 
 
 def test_missing_hrf_weights_is_a_clear_error(tmp_path):

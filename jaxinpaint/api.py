@@ -1,0 +1,270 @@
+"""The Python API: ``jaxinpaint.load(source).inpaint(image, mask)``.
+
+    import jaxinpaint
+    model = jaxinpaint.load("converted/big-lama")        # or a workdir, an original .ckpt, or "tv"
+    result = model.inpaint(image, mask)                   # PIL in -> PIL out, numpy in -> numpy out
+
+``source`` is anything ``--model=`` accepts:
+
+* a training workdir (``train.py --workdir``): the latest checkpoint (``step=`` for another), EMA weights
+  when the run kept them (``ema=False`` for the raw ones), with the config stored with that checkpoint;
+* a model directory (``jaxinpaint convert``, exports);
+* an original weight file of a system with a converter (LaMa's ``best.ckpt``/``.pth``), recognised by its keys;
+* the name of a per-image solver (``jaxinpaint.systems.names('solver')``), with its options as keywords.
+
+``refine=True`` wraps a LaMa model in LaMa's high-resolution refinement (options ``n_iters``, ``lr``...).
+
+``image``: a PIL image or a numpy array, uint8 or float in [0, 1] (a float outside [0, 1] is an error), RGB,
+grey or RGBA (alpha is kept as it is), any size. ``mask``: PIL or numpy, any non-zero value = hole. A list
+(or an (N, H, W, C) array) of images with a list of masks is a batch; images of one size run in one call.
+Pixels outside the hole are returned unchanged, byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxinpaint import contract, inference, systems
+
+
+class Inpainter:
+    """Inpaints images; subclasses say how a padded float batch becomes a prediction."""
+
+    name: str = ""
+    kind: str = ""
+
+    def __init__(self, modulo: int = 8):
+        self.modulo = int(modulo)
+
+    # -- what subclasses implement ---------------------------------------------------------------------------
+    def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float32 [0, 1] and (N, H, W) bool, H and W multiples of ``modulo`` -> (N, H, W, 3)."""
+        raise NotImplementedError
+
+    # -- the public API ---------------------------------------------------------------------------------------
+    def inpaint(self, image: Any, mask: Any) -> Any:
+        """Inpaints one image, or a batch (a list, or an (N, H, W, C) array, with as many masks).
+
+        Returns the same kind it was given (PIL or numpy, uint8 or float, grey/RGB/RGBA); pixels outside the
+        hole are the input's, byte for byte.
+        """
+        images, masks, batched = inference.split_batch(image, mask)
+        arrays, kinds, holes = [], [], []
+        for i, (im, m) in enumerate(zip(images, masks)):
+            what = f"image {i}" if batched else "image"
+            arr, kind = inference.as_image(im, what=what)
+            arrays.append(arr)
+            kinds.append(kind)
+            holes.append(inference.as_hole(m, arr.shape[:2], what=what.replace("image", "mask")))
+        results: list[Any] = [None] * len(arrays)
+        for shape, idx in inference.group_by_shape([a.shape[:2] for a in arrays]).items():
+            rgb = np.stack([inference.to_rgb_float(arrays[i]) for i in idx])
+            hole = np.stack([holes[i] for i in idx])
+            pred = self._predict_any_size(rgb, hole)
+            for j, i in enumerate(idx):
+                results[i] = inference.finish(arrays[i], kinds[i], pred[j], holes[i])
+        return results if batched else results[0]
+
+    __call__ = inpaint
+
+    def _predict_any_size(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        h, w = images.shape[1:3]
+        img = inference.pad_to_modulo(images, self.modulo, axes=(1, 2))
+        msk = inference.pad_to_modulo(holes, self.modulo, axes=(1, 2))
+        return np.asarray(self.predict(img, msk))[:, :h, :w]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class ModelInpainter(Inpainter):
+    """A trained system's networks with their weights (from a workdir, a model directory or original files)."""
+
+    kind = "trained"
+
+    def __init__(self, system: contract.System, config: ml_collections.ConfigDict,
+                 models: Mapping[str, tuple[Any, Any]], *, source: str = "", modulo: int | None = None):
+        self.system = system
+        self.name = system.name
+        self.config = config
+        self.source = source
+        self.models = dict(models)
+        modules = {n: m for n, (m, _) in self.models.items()}
+        multiple = system.size_multiple(modules)
+        super().__init__(math.lcm(int(modulo), multiple) if modulo else multiple)
+        params = {n: v["params"] for n, (_, v) in self.models.items()}
+        states = {n: {k: c for k, c in v.items() if k != "params"} for n, (_, v) in self.models.items()}
+        self._variables = (params, states)
+
+        def run(params, states, batch):
+            nets = contract.Nets(modules, params, states, train=False)
+            return system.predict(nets, batch, config)["pred"]
+
+        self._run = jax.jit(run)
+
+    def network(self, name: str) -> tuple[Any, Any]:
+        """``(module, variables)`` of one network."""
+        return self.models[name]
+
+    def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        batch = {"image": images.astype(np.float32), "mask": holes.astype(np.float32)[..., None]}
+        extras = [self.system.prepare_example({"image": batch["image"][i], "mask": batch["mask"][i]}, self.config,
+                                              train=False) for i in range(len(images))]
+        for key in extras[0]:
+            if key not in batch:
+                batch[key] = np.stack([e[key] for e in extras])
+        params, states = self._variables
+        return np.asarray(self._run(params, states, {k: jnp.asarray(v) for k, v in batch.items()}))
+
+
+class SolverInpainter(Inpainter):
+    """A per-image solver (total variation, Deep Image Prior, LaMa's refinement...)."""
+
+    kind = "solver"
+
+    def __init__(self, solver: contract.Solver, config: ml_collections.ConfigDict, resources: Any = None, *,
+                 seed: int = 0, modulo: int | None = None):
+        self.solver = solver
+        self.name = solver.name
+        self.config = config
+        self.seed = int(seed)
+        self.resources = solver.load_resources(config) if resources is None else resources
+        multiple = int(solver.size_multiple(config))
+        super().__init__(math.lcm(int(modulo), multiple) if modulo else multiple)
+        self.last_info: dict[str, Any] = {}
+        if solver.solve is not None:
+            self._solve = jax.jit(lambda resources, image, mask, rng: solver.solve(resources, image, mask, config, rng))
+
+    def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(len(images)):
+            image, mask = images[i:i + 1], holes[i:i + 1, ..., None].astype(np.float32)
+            if self.solver.host_solve is not None:
+                pred, info = self.solver.host_solve(self.resources, image, mask, self.config, self.seed)
+            else:
+                pred, info = self._solve(self.resources, jnp.asarray(image), jnp.asarray(mask),
+                                         jax.random.key(self.seed))
+            self.last_info = jax.tree.map(np.asarray, info)
+            out.append(np.asarray(pred)[0])
+        return np.stack(out)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Loading.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _config_for_inference(config_dict: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(dict(config_dict))
+    if "bn_groups" in config:
+        config.bn_groups = 1  # inference uses running statistics; grouping is irrelevant
+    if "mixed_precision" in config:
+        config.mixed_precision = False
+    return config
+
+
+def _from_workdir(path: str, step: int | None, ema: bool, modulo):
+    from jaxinpaint.io import checkpoint
+
+    config_dict, raw, _ = checkpoint.load_training_state(path, step)
+    config = _config_for_inference(config_dict)
+    system = systems.get(config.system)
+    networks = system.networks(config)
+    models = {}
+    for name in system.inference_networks:
+        net = raw["nets"][name]
+        params = net["ema"] if ema and net.get("ema") else net["params"]
+        models[name] = (networks[name].module, jax.tree.map(jnp.asarray, {"params": params, **(net.get("state") or {})}))
+    return ModelInpainter(system, config, models, source=path, modulo=modulo)
+
+
+def _from_model_dir(path: str, modulo):
+    from jaxinpaint.io import checkpoint
+
+    name, models, inference_cfg = checkpoint.load_models(path)
+    system = systems.get(name)
+    config = ml_collections.ConfigDict({"system": name, "inference": {**system.default_inference(),
+                                                                      **inference_cfg}})
+    return ModelInpainter(system, config, models, source=path, modulo=modulo)
+
+
+def _from_original(path: str, modulo):
+    from jaxinpaint.io import torch_pickle
+
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+    else:
+        keys = list(torch_pickle.load_state_dict(path))
+    for name in systems.names("trained"):
+        system = systems.get(name)
+        if system.load_original is not None and system.recognizes(keys):
+            models = system.load_original(path)
+            config = ml_collections.ConfigDict({"system": name, "inference": system.default_inference()})
+            return ModelInpainter(system, config, models, source=path, modulo=modulo)
+    raise ValueError(f"{path}: no system recognises this weight file (first keys: {keys[:5]})")
+
+
+def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    config = solver.default_config()
+    unknown = sorted(set(options) - set(config))
+    if unknown:
+        raise TypeError(f"{solver.name}: unknown option(s) {unknown}; options: {sorted(config)}")
+    config.update(dict(options))
+    return config
+
+
+def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool = False, seed: int = 0,
+         modulo: int | None = None, **options) -> Inpainter:
+    """An inpainter for ``source`` (see the module docstring).
+
+    Args:
+      source: a workdir, a model directory, an original weight file, or a solver name.
+      step: a workdir's checkpoint step (default: the latest).
+      ema: use a workdir's EMA weights when it kept them.
+      refine: wrap the model in LaMa's high-resolution refinement.
+      seed: the seed of a solver's random choices (same input and seed, same output).
+      modulo: pad H and W to a multiple of this (combined with the model's own requirement; LaMa pads to 8).
+      **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``.
+
+    Raises:
+      FileNotFoundError: ``source`` is neither a known solver nor an existing path.
+      ValueError: the path is not a model jaxinpaint can load (the message says why).
+    """
+    if isinstance(source, str) and not os.path.exists(source) and source in systems.names("solver"):
+        solver = systems.get(source)
+        return SolverInpainter(solver, _solver_config(solver, options), seed=seed, modulo=modulo)
+    path = os.fspath(source)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path}: no such file or directory, and not a per-image method ({', '.join(systems.names('solver'))})."
+            " Give a training workdir, a directory from `jaxinpaint convert`, or an original weight file")
+    from jaxinpaint.io import checkpoint
+
+    if checkpoint.is_training_workdir(path):
+        model = _from_workdir(path, step, ema, modulo)
+    elif step is not None:
+        raise ValueError(f"step={step} applies to training workdirs only; {path} is not one")
+    elif os.path.isdir(path):
+        if not checkpoint.is_model_dir(path):
+            raise FileNotFoundError(f"{path} is neither a training workdir (checkpoints/) nor a model directory "
+                                    f"({checkpoint.METADATA}, written by `jaxinpaint convert SOURCE DIR`)")
+        model = _from_model_dir(path, modulo)
+    else:
+        model = _from_original(path, modulo)
+    if refine:
+        solver = systems.get("lama_refine")
+        config = _solver_config(solver, {"model": path, **options})
+        config.modulo = model.modulo
+        return SolverInpainter(solver, config, resources=model.network("generator"), seed=seed)
+    if options:
+        raise TypeError(f"unknown option(s) {sorted(options)} for a trained model")
+    return model

@@ -1,0 +1,2 @@
+"""The one trainer (``trainer.train_and_evaluate``), its state pytree (``state``) and optimisers by name
+(``optim``)."""
