@@ -6,7 +6,7 @@ step (DeepFill v1), three phases chosen by the step (GLCIC), two generators trai
 or no training at all (Deep Image Prior, total variation, MSNPS's texture stage, LaMa's refinement). The
 contract below is the small set of values that lets all of them share one trainer (``jaxinpaint.train``),
 one inference path (``jaxinpaint.api``), ``predict``, ``evaluate`` and the Python API without special cases.
-The document ``docs/systems.md`` maps each of the thirteen systems onto it.
+The document ``docs/contract.md`` (in the repository) maps each of the thirteen systems onto it.
 
 A **trained system** is a :class:`System` (``jaxinpaint/systems/<name>/__init__.py`` defines ``SYSTEM``):
 

@@ -29,10 +29,11 @@ from ml_collections import config_flags
 PROG = "jaxinpaint train"
 
 
-def _flag_values() -> flags.FlagValues:
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    """A fresh flag set for this command line (``argv`` without the program name)."""
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "config file or bundled config name, [:variant[,variant]]",
-                                    flag_values=fv, lock_config=True)
+                                    flag_values=fv, lock_config=True, sys_argv=[PROG, *argv])
     flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics.jsonl, TensorBoard events and sample "
                         "grids; an existing workdir is resumed", flag_values=fv)
     flags.DEFINE_bool("multihost", False, "call jax.distributed.initialize() (auto-detected on Cloud TPU)",
@@ -64,21 +65,24 @@ def _error(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    fv = _flag_values()
     if any(a in ("-h", "--help", "--helpfull") for a in argv):
-        print(__doc__.strip() + "\n\nflags:\n" + fv.main_module_help() if hasattr(fv, "main_module_help") else
-              __doc__)
+        fv = _flag_values([])
+        print(__doc__.strip() + "\n\nflags:")
         for name in ("config", "workdir", "multihost", "coordinator_address", "num_processes", "process_id"):
             flag = fv[name]
             print(f"  --{name}: {flag.help} (default: {flag.default!r})")
+        print("  --config.<field>=<value>: override any field of the config")
         return 0
     try:
         argv = _resolve_config_arg(argv)
+        fv = _flag_values(argv)
         rest = fv([PROG, *argv])
     except FileNotFoundError as e:
         return _error(str(e))
     except flags.Error as e:
         return _error(str(e).splitlines()[0])
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # an unknown field or a bad value in overrides
+        return _error(f"--config: {' '.join(str(e).replace(chr(92) + 'n', ' ').strip(chr(39) + chr(34)).split())}")
     if len(rest) > 1:
         return _error(f"unexpected arguments: {rest[1:]}")
     if fv["config"].value is None:
