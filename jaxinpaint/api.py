@@ -197,20 +197,9 @@ def _from_model_dir(path: str, modulo):
 
 
 def _from_original(path: str, modulo):
-    from jaxinpaint.io import torch_pickle
-
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.files)
-    else:
-        keys = list(torch_pickle.load_state_dict(path))
-    for name in systems.names("trained"):
-        system = systems.get(name)
-        if system.load_original is not None and system.recognizes(keys):
-            models = system.load_original(path)
-            config = ml_collections.ConfigDict({"system": name, "inference": system.default_inference()})
-            return ModelInpainter(system, config, models, source=path, modulo=modulo)
-    raise ValueError(f"{path}: no system recognises this weight file (first keys: {keys[:5]})")
+    system = systems.for_weights(path)
+    config = ml_collections.ConfigDict({"system": system.name, "inference": system.default_inference()})
+    return ModelInpainter(system, config, system.load_original(path), source=path, modulo=modulo)
 
 
 def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_collections.ConfigDict:

