@@ -87,3 +87,130 @@ class SpectralConv2D(nn.Module):
         return y + bias.astype(self.dtype)
 
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PyTorch's torch.nn.utils.spectral_norm (EdgeConnect, Shift-Net, CTSDG).
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _torch_normalize(x: jax.Array, eps: float) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x), eps)
+
+
+def torch_spectral_sigma(w_mat: jax.Array, u: jax.Array, v: jax.Array, *, update: bool, eps: float = 1e-12):
+    """PyTorch's ``SpectralNorm.compute_weight`` on a weight matrix: ``(sigma, u, v)``.
+
+    ``update`` (training mode) runs one power iteration first, ``v = normalize(Wᵀu)``, ``u = normalize(W v)``
+    with ``normalize(x) = x / max(‖x‖, eps)``; evaluation mode uses the stored vectors as they are. ``u`` and
+    ``v`` carry no gradient; ``sigma = uᵀ W v`` carries it into W.
+    """
+    u, v = u.astype(w_mat.dtype), v.astype(w_mat.dtype)
+    if update:
+        w_sg = lax.stop_gradient(w_mat)
+        v = _torch_normalize(w_sg.T @ u, eps)
+        u = _torch_normalize(w_sg @ v, eps)
+    u, v = lax.stop_gradient(u), lax.stop_gradient(v)
+    return u @ (w_mat @ v), u, v
+
+
+def _unit_vector_init(key, shape, dtype=jnp.float32):
+    """PyTorch initialises u and v with normal draws normalised to unit length."""
+    x = jax.random.normal(key, shape, dtype)
+    return x / jnp.maximum(jnp.linalg.norm(x), 1e-12)
+
+
+class TorchSNConv2D(nn.Module):
+    """``spectral_norm(nn.Conv2d(...))`` with PyTorch's semantics, NHWC.
+
+    The kernel is stored HWIO (``kernel``; the original's ``weight_orig`` transposed); the power-iteration
+    vectors ``u`` (out channels) and ``v`` (in·kh·kw, in PyTorch's O,I,kh,kw flatten order) live in the mutable
+    ``'spectral'`` collection, so ``weight_u`` / ``weight_v`` of a PyTorch state dict load as they are. Every
+    training-mode call advances them once (a network called three times per step iterates three times, as in
+    PyTorch); evaluation mode uses them unchanged. ``use_sn=False`` gives the plain convolution (EdgeConnect's
+    ``use_spectral_norm`` switch) with the same parameter names.
+
+    Attributes:
+      features, kernel_size, strides, padding, dilation, use_bias: as ``torch.nn.Conv2d``.
+      padding_mode: ``'zeros'`` or ``'reflect'`` (``ReflectionPad2d`` before the conv).
+      use_sn: apply spectral normalisation.
+      eps: PyTorch's 1e-12.
+    """
+
+    features: int
+    kernel_size: int = 3
+    strides: int = 1
+    padding: int = 0
+    dilation: int = 1
+    use_bias: bool = True
+    padding_mode: str = "zeros"
+    use_sn: bool = True
+    eps: float = 1e-12
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        from jaxinpaint.nn.conv import pad2d, torch_bias_init, torch_kernel_init
+
+        k = self.kernel_size
+        cin = x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features), jnp.float32)
+        if self.use_sn:
+            kernel = _sn_kernel(self, kernel, kernel.transpose(3, 2, 0, 1).reshape(self.features, -1), train)
+        x = pad2d(x.astype(self.dtype), int(self.padding), self.padding_mode)
+        y = lax.conv_general_dilated(x, kernel.astype(self.dtype), (self.strides, self.strides), "VALID",
+                                     rhs_dilation=(self.dilation, self.dilation),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", torch_bias_init(cin * k * k), (self.features,), jnp.float32).astype(y.dtype)
+        return y
+
+
+class TorchSNConvTranspose2D(nn.Module):
+    """``spectral_norm(nn.ConvTranspose2d(...))`` with PyTorch's semantics (``dim=1``), NHWC.
+
+    The kernel is stored like ``jaxinpaint.nn.conv.ConvTranspose2D``'s: the flipped HWIO kernel of the
+    equivalent forward convolution over the zero-dilated input. PyTorch views the (I, O, kh, kw) weight as an
+    (O, I·kh·kw) matrix for the power iteration (u has O entries), which is reproduced here.
+    """
+
+    features: int
+    kernel_size: int = 4
+    strides: int = 2
+    padding: int = 1
+    output_padding: int = 0
+    use_bias: bool = True
+    use_sn: bool = True
+    eps: float = 1e-12
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        from jaxinpaint.nn.conv import torch_bias_init
+
+        k, s, p, op = self.kernel_size, self.strides, self.padding, self.output_padding
+        cin = x.shape[-1]
+        bound = 1.0 / float(jnp.sqrt(self.features * k * k))
+        kernel = self.param("kernel", lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
+                            (k, k, cin, self.features))
+        if self.use_sn:
+            w_mat = kernel[::-1, ::-1].transpose(3, 2, 0, 1).reshape(self.features, -1)
+            kernel = _sn_kernel(self, kernel, w_mat, train)
+        y = lax.conv_general_dilated(x.astype(self.dtype), kernel.astype(self.dtype), (1, 1),
+                                     [(k - 1 - p, k - 1 - p + op)] * 2, lhs_dilation=(s, s),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.use_bias:
+            y = y + self.param("bias", torch_bias_init(self.features * k * k), (self.features,),
+                               jnp.float32).astype(y.dtype)
+        return y
+
+
+def _sn_kernel(module: nn.Module, kernel: jax.Array, w_mat: jax.Array, train: bool) -> jax.Array:
+    """``kernel / sigma`` with the module's stored (u, v), advanced once in training mode."""
+    u = module.variable(SPECTRAL, "u", lambda: _unit_vector_init(module.make_rng("params"), (w_mat.shape[0],)))
+    v = module.variable(SPECTRAL, "v", lambda: _unit_vector_init(module.make_rng("params"), (w_mat.shape[1],)))
+    update = train and not module.is_initializing()
+    sigma, u_new, v_new = torch_spectral_sigma(w_mat, u.value, v.value, update=update, eps=module.eps)
+    if update:
+        u.value, v.value = u_new, v_new
+    return kernel / sigma
