@@ -348,3 +348,28 @@ def test_pconv_perceptual_and_style_losses():
     np.testing.assert_allclose(got["perceptual"], perceptual, rtol=1e-5)
     np.testing.assert_allclose(got["style"], style, rtol=1e-4)
     assert float(got["perceptual"]) > 0 and float(got["style"]) > 0
+
+
+def test_vgg19_layout_and_torchvision_conversion():
+    """VGG19: 16 convs (blocks of 2, 2, 4, 4, 4), torchvision feature indices, depth read from the keys."""
+    assert vgg.torchvision_conv_indices(19) == (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+    assert vgg.torchvision_conv_indices(16) == vgg.TORCHVISION_CONV_INDICES
+    assert "relu5_4" in vgg.tap_names(19) and "relu5_4" not in vgg.ALL_TAPS
+    sd = {}
+    for index, (cin, cout) in zip(vgg.torchvision_conv_indices(19), vgg._conv_channels(19)):
+        sd[f"features.{index}.weight"] = np.zeros((cout, cin, 3, 3), np.float32)
+        sd[f"features.{index}.bias"] = np.full(cout, index, np.float32)
+    assert vgg.depth_of_state_dict(sd) == 19
+    params = vgg.variables_from_torchvision(sd)["params"]
+    assert sorted(params) == sorted(vgg.conv_names(19)) and params["conv5_4"]["kernel"].shape == (3, 3, 512, 512)
+    assert params["conv3_4"]["bias"][0] == 16  # features.16 is VGG19's conv3_4
+    del sd["features.34.bias"]
+    with pytest.raises(ValueError, match="not a torchvision vgg19 state dict.*features.34.bias"):
+        vgg.variables_from_torchvision(sd, depth=19)
+    model = vgg.Model(taps=("relu1_1", "relu5_4"), depth=19, width_divisor=8, normalize_input=False)
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert sorted(variables["params"]) == sorted(vgg.conv_names(19))
+    out = jax.eval_shape(model.apply, variables, jnp.zeros((1, 32, 32, 3)))
+    assert out["relu5_4"].shape == (1, 2, 2, 64)
+    with pytest.raises(ValueError, match="depth"):
+        vgg.Model(depth=11).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))

