@@ -38,6 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     # BatchNorm statistics groups: 1 = global batch (synchronised BN), 0 = one group per device (LaMa's DDP).
     c.bn_groups = 1
     c.mixed_precision = False  # bf16 activations/matmuls; params, FFTs and losses stay float32
+    # Convolutions: 'auto' = measured CPU formulations on CPU, the platform's own on GPU/TPU; 'lax'; 'cpu'.
+    c.conv_impl = "auto"
     c.ema = ml_collections.ConfigDict({"decay": 0.0, "start_step": 0, "every": 1})  # decay 0 = off
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})

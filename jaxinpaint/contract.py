@@ -338,7 +338,9 @@ def resolve_bn_groups(config) -> int:
 
 
 def runtime_fields(config) -> dict[str, Any]:
-    """How modules run, not what they are: BatchNorm statistics groups and the compute dtype.
+    """How modules run, not what they are: BatchNorm statistics groups, the compute dtype, and how
+    convolutions are computed (``config.conv_impl``: 'auto' = the measured CPU formulations on CPU and the
+    platform's convolutions on GPU/TPU, 'lax' = the platform's everywhere, 'cpu' = the CPU ones everywhere).
 
     Passed by ``jaxinpaint.systems.build_module`` to the modules that declare these fields; never stored in
     checkpoints (inference always runs float32 with running statistics).
@@ -346,7 +348,8 @@ def runtime_fields(config) -> dict[str, Any]:
     import jax.numpy as jnp
 
     return {"bn_groups": resolve_bn_groups(config),
-            "dtype": jnp.bfloat16 if config.get("mixed_precision") else None}
+            "dtype": jnp.bfloat16 if config.get("mixed_precision") else None,
+            "conv_impl": config.get("conv_impl") or None}
 
 
 def stop_gradient_tree(tree: Any) -> Any:

@@ -16,7 +16,13 @@ neither the parameters nor their names:
   followed by ``kh * kw`` shifted adds (:func:`conv_few_outputs`);
 * 1x1 convolutions are a plain ``dot_general``.
 
-:func:`choose_conv_impl` picks the formulation; ``Conv2D(impl='lax')`` forces the generic convolution.
+:func:`choose_conv_impl` picks the formulation. The formulations were measured to win on XLA:CPU only; on GPU
+and TPU the platform's own convolutions (cuDNN, the TPU's convolution units) are the right choice. So
+``impl='auto'`` (the default) is *per platform*: it lowers through ``lax.platform_dependent``, which keeps the
+formulation in programs compiled for CPU and the plain ``lax.conv_general_dilated`` in programs compiled for
+anything else, also when a program is lowered for another platform with ``jax.export`` (tests check both
+lowerings). ``impl='lax'`` forces the platform convolutions everywhere, ``impl='cpu'`` the CPU formulations
+everywhere (``config.conv_impl`` passes either to a whole network), and a formulation's name forces it.
 """
 
 from __future__ import annotations
@@ -377,14 +383,24 @@ class ConvKernel(nn.Module):
         return kernel, bias
 
 
+IMPLS = ("auto", "lax", "cpu", "matmul", "winograd", "few_outputs")
+
+
+def per_platform(cpu_fn, default_fn, *args):
+    """``cpu_fn(*args)`` in programs compiled for CPU, ``default_fn(*args)`` for GPU/TPU (``platform_dependent``)."""
+    return lax.platform_dependent(*args, cpu=cpu_fn, default=default_fn)
+
+
 class Conv2D(nn.Module):
     """torch.nn.Conv2d in NHWC: explicit integer padding with a padding mode, stride, dilation, groups.
 
     Attributes mirror torch's constructor. ``padding`` may also be ``'same'`` (TF-style SAME zero padding,
-    which is what DeepFill's TF code uses). ``impl`` picks the formulation: ``'auto'`` (Winograd for float32
-    3x3 stride-1 convs with >= 32 channels, matmul + shifted adds for large kernels with <= 8 outputs,
-    ``lax.conv_general_dilated`` otherwise), or one of ``'lax'``, ``'winograd'``, ``'few_outputs'`` forced
-    (the latter two need stride 1, dilation 1, groups 1, and Winograd a 3x3 kernel).
+    which is what DeepFill's TF code uses). ``impl`` picks the formulation: ``'auto'`` (per platform: on CPU
+    Winograd for float32 3x3 stride-1 convs with >= 32 channels, matmul + shifted adds for large kernels with
+    <= 8 outputs, a dot_general for 1x1, ``lax.conv_general_dilated`` otherwise; on GPU/TPU always
+    ``lax.conv_general_dilated``), ``'cpu'`` (the CPU choice on every platform), ``'lax'``, or one of
+    ``'matmul'``, ``'winograd'``, ``'few_outputs'`` forced (they need stride 1, dilation 1, groups 1, and
+    Winograd a 3x3 kernel).
     """
 
     features: int
@@ -413,10 +429,28 @@ class Conv2D(nn.Module):
             x = pad2d(x, int(self.padding), self.padding_mode)
             conv_padding = "VALID"
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        if self.impl not in IMPLS:
+            raise ValueError(f"{self.name}: impl must be one of {IMPLS}, got {self.impl!r}")
         impl = self.impl
-        if impl == "auto":
-            impl = choose_conv_impl(in_features, self.features, (kh, kw), self.strides, self.dilation,
-                                    self.groups, self.dtype)
+        if impl in ("auto", "cpu"):
+            chosen = choose_conv_impl(in_features, self.features, (kh, kw), self.strides, self.dilation,
+                                      self.groups, self.dtype)
+            if impl == "auto" and chosen != "lax":
+                y = per_platform(functools.partial(self._conv, chosen, conv_padding),
+                                 functools.partial(self._conv, "lax", conv_padding), x, kernel)
+            else:
+                y = self._conv(chosen, conv_padding, x, kernel)
+        else:
+            y = self._conv(impl, conv_padding, x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", torch_bias_init(math.prod(kernel_shape[:-1])), (self.features,),
+                              self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+    def _conv(self, impl: str, conv_padding, x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """One formulation of the convolution of the padded input (``conv_padding`` is 'VALID' or 'SAME')."""
+        kh, kw = kernel.shape[:2]
         if impl == "matmul" and (kh, kw) != (1, 1):
             raise ValueError(f"{self.name}: impl='matmul' needs a 1x1 kernel, got {(kh, kw)}")
         if impl != "lax" and (self.strides, self.dilation, self.groups) != (1, 1, 1):
@@ -427,25 +461,16 @@ class Conv2D(nn.Module):
         if impl != "lax" and conv_padding == "SAME":
             x = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
         if impl == "winograd":
-            y = winograd_conv3x3(x, kernel)
-        elif impl == "few_outputs":
-            y = conv_few_outputs(x, kernel)
-        elif impl == "matmul":
-            y = lax.dot_general(x, kernel.reshape(kernel.shape[-2:]), (((3,), (0,)), ((), ())),
-                                preferred_element_type=jnp.float32).astype(self.dtype)
-        elif impl == "lax":
-            y = lax.conv_general_dilated(
-                x, kernel, window_strides=(self.strides, self.strides), padding=conv_padding,
-                rhs_dilation=(self.dilation, self.dilation), dimension_numbers=_DIMENSION_NUMBERS,
-                feature_group_count=self.groups)
-        else:
-            raise ValueError(f"{self.name}: impl must be 'auto', 'lax', 'matmul', 'winograd' or "
-                             f"'few_outputs', got {self.impl!r}")
-        if self.use_bias:
-            bias = self.param("bias", torch_bias_init(math.prod(kernel_shape[:-1])), (self.features,),
-                              self.param_dtype)
-            y = y + bias.astype(self.dtype)
-        return y
+            return winograd_conv3x3(x, kernel)
+        if impl == "few_outputs":
+            return conv_few_outputs(x, kernel)
+        if impl == "matmul":
+            return lax.dot_general(x, kernel.reshape(kernel.shape[-2:]), (((3,), (0,)), ((), ())),
+                                   preferred_element_type=jnp.float32).astype(self.dtype)
+        return lax.conv_general_dilated(
+            x, kernel, window_strides=(self.strides, self.strides), padding=conv_padding,
+            rhs_dilation=(self.dilation, self.dilation), dimension_numbers=_DIMENSION_NUMBERS,
+            feature_group_count=self.groups)
 
 
 class ConvTranspose2D(nn.Module):
@@ -469,6 +494,7 @@ class ConvTranspose2D(nn.Module):
     use_bias: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+    impl: str = "auto"  # 'auto' (sub-pixel on CPU, the platform's transposed conv elsewhere), 'cpu', 'lax'
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -479,12 +505,21 @@ class ConvTranspose2D(nn.Module):
         kernel = self.param("kernel", functools.partial(_convt_kernel_init, fan_in=self.features * k * k),
                             kernel_shape, self.param_dtype)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        if (k, s, p, op) == (3, 2, 1, 1):
-            y = _convt_k3s2p1op1(x, kernel)
-        else:
-            y = lax.conv_general_dilated(
+
+        def dilated(x, kernel):
+            return lax.conv_general_dilated(
                 x, kernel, window_strides=(1, 1), padding=[(k - 1 - p, k - 1 - p + op)] * 2,
                 lhs_dilation=(s, s), dimension_numbers=_DIMENSION_NUMBERS)
+
+        if self.impl not in ("auto", "cpu", "lax"):
+            raise ValueError(f"{self.name}: impl must be 'auto', 'cpu' or 'lax', got {self.impl!r}")
+        subpixel = (k, s, p, op) == (3, 2, 1, 1)
+        if subpixel and self.impl == "auto":
+            y = per_platform(_convt_k3s2p1op1, dilated, x, kernel)
+        elif subpixel and self.impl == "cpu":
+            y = _convt_k3s2p1op1(x, kernel)
+        else:
+            y = dilated(x, kernel)
         if self.use_bias:
             bias = self.param("bias", torch_bias_init(self.features * k * k), (self.features,), self.param_dtype)
             y = y + bias.astype(self.dtype)

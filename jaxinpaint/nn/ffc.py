@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxinpaint.nn.conv import (Conv2D, ConvKernel, activation, batch_norm, choose_conv_impl, pad2d,
+from jaxinpaint.nn.conv import (Conv2D, ConvKernel, activation, batch_norm, choose_conv_impl, pad2d, per_platform,
                                      winograd_input, winograd_input_transpose, winograd_kernel,
                                      winograd_kernel_transpose, winograd_output, winograd_output_transpose,
                                      winograd_products)
@@ -163,6 +163,7 @@ class FourierUnit(nn.Module):
     se_reduction: int = 16
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"  # jaxinpaint.nn.conv.Conv2D's impl for every convolution inside
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -176,7 +177,8 @@ class FourierUnit(nn.Module):
             y = jnp.concatenate([vert, hor, y], axis=-1)
         if self.use_se:
             y = SqueezeExcitation(self.se_reduction, name="se")(y)
-        y = Conv2D(2 * self.features, 1, use_bias=False, dtype=self.dtype, name="conv_layer")(y)
+        y = Conv2D(2 * self.features, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                   name="conv_layer")(y)
         y = nn.relu(batch_norm(train, "bn", self.dtype, self.bn_groups)(y))
         return channels_to_image(y, (h, w)).astype(self.dtype)
 
@@ -197,16 +199,17 @@ class SpectralTransform(nn.Module):
     use_se: bool = False
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if self.strides == 2:
             x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         half = self.features // 2
-        x = Conv2D(half, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
+        x = Conv2D(half, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl, name="conv1")(x)
         x = nn.relu(batch_norm(train, "conv1_bn", self.dtype, self.bn_groups)(x))
         out = FourierUnit(half, self.spectral_pos_encoding, self.use_se, dtype=self.dtype,
-                          bn_groups=self.bn_groups, name="fu")(x, train=train)
+                          bn_groups=self.bn_groups, conv_impl=self.conv_impl, name="fu")(x, train=train)
         if self.enable_lfu:
             n, h, w, c = x.shape
             s = h // 2
@@ -216,9 +219,11 @@ class SpectralTransform(nn.Module):
             quarter = x[..., : c // 4]
             rows = jnp.concatenate(jnp.split(quarter, h // s, axis=1), axis=-1)  # tiles along H onto channels
             tiles = jnp.concatenate(jnp.split(rows, w // s, axis=2), axis=-1)  # then along W
-            xs = FourierUnit(half, dtype=self.dtype, bn_groups=self.bn_groups, name="lfu")(tiles, train=train)
+            xs = FourierUnit(half, dtype=self.dtype, bn_groups=self.bn_groups, conv_impl=self.conv_impl,
+                             name="lfu")(tiles, train=train)
             out = out + jnp.tile(xs, (1, 2, 2, 1))
-        return Conv2D(self.features, 1, use_bias=False, dtype=self.dtype, name="conv2")(x + out)
+        return Conv2D(self.features, 1, use_bias=False, dtype=self.dtype, impl=self.conv_impl,
+                      name="conv2")(x + out)
 
 
 class FFC(nn.Module):
@@ -244,6 +249,7 @@ class FFC(nn.Module):
     use_se: bool = False
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"  # jaxinpaint.nn.conv.Conv2D's impl ('auto': CPU formulations only on CPU)
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -254,24 +260,25 @@ class FFC(nn.Module):
 
         def conv(features, name):
             return Conv2D(features, self.kernel_size, self.strides, self.padding, self.padding_type, self.dilation,
-                          use_bias=self.use_bias, dtype=self.dtype, name=name)
+                          use_bias=self.use_bias, dtype=self.dtype, impl=self.conv_impl, name=name)
 
         if self.gated and in_cg and out_cl:
             total = jnp.concatenate([p for p in (x_l, x_g) if p is not None], axis=-1)
-            gates = nn.sigmoid(Conv2D(2, 1, dtype=self.dtype, name="gate")(total))
+            gates = nn.sigmoid(Conv2D(2, 1, dtype=self.dtype, impl=self.conv_impl, name="gate")(total))
             g2l_gate, l2g_gate = gates[..., :1], gates[..., 1:]
         else:
             g2l_gate = l2g_gate = 1.0
 
         # The residual blocks' FFC layers (all four parts, 3x3, stride 1): one joint Winograd computation.
-        joint = (not self.gated and self.kernel_size == 3 and min(in_cl, in_cg, out_cl, out_cg) > 0 and all(
+        joint = (self.conv_impl in ("auto", "cpu") and not self.gated and self.kernel_size == 3
+                 and min(in_cl, in_cg, out_cl, out_cg) > 0 and all(
             choose_conv_impl(i, o, (3, 3), self.strides, self.dilation, 1, self.dtype) == "winograd"
             for i, o in ((in_cl, out_cl), (in_cl, out_cg), (in_cg, out_cl))))
         if joint:
             out_l, l2g = self._joint_winograd(x_l, x_g, out_cl, out_cg)
             g2g = SpectralTransform(out_cg, self.strides, self.enable_lfu, self.spectral_pos_encoding,
                                     self.use_se, dtype=self.dtype, bn_groups=self.bn_groups,
-                                    name="convg2g")(x_g, train=train)
+                                    conv_impl=self.conv_impl, name="convg2g")(x_g, train=train)
             return out_l, l2g + g2g
 
         out_l = out_g = None
@@ -289,13 +296,14 @@ class FFC(nn.Module):
             if in_cg:
                 parts.append(SpectralTransform(out_cg, self.strides, self.enable_lfu, self.spectral_pos_encoding,
                                                self.use_se, dtype=self.dtype, bn_groups=self.bn_groups,
-                                               name="convg2g")(x_g, train=train))
+                                               conv_impl=self.conv_impl, name="convg2g")(x_g, train=train))
             out_g = sum(parts[1:], parts[0]) if parts else None
         return out_l, out_g
 
 
     def _joint_winograd(self, x_l, x_g, out_cl, out_cg):
-        """The three 3x3 paths (l2l, g2l, l2g) by :func:`local_convs` (shared Winograd transforms).
+        """The three 3x3 paths (l2l, g2l, l2g) by :func:`local_convs` (shared Winograd transforms) on CPU, by
+        three platform convolutions elsewhere (``conv_impl='auto'``).
 
         Same parameters (``convl2l/kernel``...) as the separate convolutions.
         """
@@ -310,7 +318,13 @@ class FFC(nn.Module):
         k_l2g, b_l2g = kernel(out_cg, in_cl, "convl2g")
         xp_l = pad2d(x_l.astype(self.dtype), self.padding, self.padding_type)
         xp_g = pad2d(x_g.astype(self.dtype), self.padding, self.padding_type)
-        out_l, l2g = local_convs(xp_l, xp_g, k_l2l, k_l2g, k_g2l, _WINOGRAD_TILE)
+        def winograd(*args):
+            return local_convs(*args, _WINOGRAD_TILE)
+
+        if self.conv_impl == "auto":
+            out_l, l2g = per_platform(winograd, _local_convs_lax, xp_l, xp_g, k_l2l, k_l2g, k_g2l)
+        else:
+            out_l, l2g = winograd(xp_l, xp_g, k_l2l, k_l2g, k_g2l)
         if self.use_bias:
             out_l = out_l + (b_l2l + b_g2l).astype(self.dtype)
             l2g = l2g + b_l2g.astype(self.dtype)
@@ -354,6 +368,7 @@ class FFCResnetBlock(nn.Module):
     activation: str = "relu"
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
@@ -364,7 +379,7 @@ class FFCResnetBlock(nn.Module):
                          dilation=self.dilation, enable_lfu=self.enable_lfu, padding_type=self.padding_type,
                          gated=self.gated, spectral_pos_encoding=self.spectral_pos_encoding, use_se=self.use_se,
                          activation=self.activation, dtype=self.dtype, bn_groups=self.bn_groups,
-                         name=name)(y, train=train)
+                         conv_impl=self.conv_impl, name=name)(y, train=train)
         out_l = y[0] if x_l is None else x_l + y[0]
         out_g = y[1] if x_g is None else x_g + y[1]
         return out_l, out_g

@@ -25,15 +25,16 @@ class ResnetBlock(nn.Module):
     dilation: int = 1
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"  # jaxinpaint.nn.conv.Conv2D's impl
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         mode = self.padding_type
         y = Conv2D(self.features, 3, padding=self.dilation, padding_mode=mode, dilation=self.dilation,
-                   dtype=self.dtype, name="conv1")(x)
+                   dtype=self.dtype, impl=self.conv_impl, name="conv1")(x)
         y = nn.relu(batch_norm(train, "bn1", self.dtype, self.bn_groups)(y))
         y = Conv2D(self.features, 3, padding=self.dilation, padding_mode=mode, dilation=self.dilation,
-                   dtype=self.dtype, name="conv2")(y)
+                   dtype=self.dtype, impl=self.conv_impl, name="conv2")(y)
         return x + batch_norm(train, "bn2", self.dtype, self.bn_groups)(y)
 
 
@@ -46,10 +47,12 @@ class ConvBnRelu(nn.Module):
     padding: int = 0
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = Conv2D(self.features, self.kernel_size, self.strides, self.padding, dtype=self.dtype, name="conv")(x)
+        x = Conv2D(self.features, self.kernel_size, self.strides, self.padding, dtype=self.dtype,
+                   impl=self.conv_impl, name="conv")(x)
         return nn.relu(batch_norm(train, "bn", self.dtype, self.bn_groups)(x))
 
 
@@ -59,10 +62,11 @@ class UpBlock(nn.Module):
     features: int
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        x = ConvTranspose2D(self.features, dtype=self.dtype, name="conv")(x)
+        x = ConvTranspose2D(self.features, dtype=self.dtype, impl=self.conv_impl, name="conv")(x)
         return nn.relu(batch_norm(train, "bn", self.dtype, self.bn_groups)(x))
 
 
@@ -83,18 +87,19 @@ class GlobalGenerator(nn.Module):
     add_out_act: str = "sigmoid"
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     def setup(self):
-        self.stem = ConvBnRelu(self.ngf, 7, dtype=self.dtype, bn_groups=self.bn_groups)
-        self.down = [ConvBnRelu(min(self.max_features, self.ngf * 2 ** (i + 1)), 3, 2, 1, dtype=self.dtype,
-                                bn_groups=self.bn_groups)
+        rt = dict(dtype=self.dtype, bn_groups=self.bn_groups, conv_impl=self.conv_impl)
+        self.stem = ConvBnRelu(self.ngf, 7, **rt)
+        self.down = [ConvBnRelu(min(self.max_features, self.ngf * 2 ** (i + 1)), 3, 2, 1, **rt)
                      for i in range(self.n_downsampling)]
         dim = min(self.max_features, self.ngf * 2**self.n_downsampling)
-        self.block = [ResnetBlock(dim, self.padding_type, dtype=self.dtype, bn_groups=self.bn_groups)
-                      for _ in range(self.n_blocks)]
-        self.up = [UpBlock(min(self.max_features, int(self.ngf * 2 ** (self.n_downsampling - i) / 2)),
-                           dtype=self.dtype, bn_groups=self.bn_groups) for i in range(self.n_downsampling)]
-        self.head = Conv2D(self.output_nc, 7, padding=3, padding_mode="reflect", dtype=self.dtype)
+        self.block = [ResnetBlock(dim, self.padding_type, **rt) for _ in range(self.n_blocks)]
+        self.up = [UpBlock(min(self.max_features, int(self.ngf * 2 ** (self.n_downsampling - i) / 2)), **rt)
+                   for i in range(self.n_downsampling)]
+        self.head = Conv2D(self.output_nc, 7, padding=3, padding_mode="reflect", dtype=self.dtype,
+                           impl=self.conv_impl)
 
     def front(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         if x.shape[-1] != self.input_nc:
@@ -130,6 +135,7 @@ class NLayerDiscriminator(nn.Module):
     use_norm: bool = True
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False):
@@ -142,12 +148,12 @@ class NLayerDiscriminator(nn.Module):
             if i > 0:
                 nf = min(nf * 2, 512)
             stride = 2 if i < self.n_layers else 1
-            y = Conv2D(nf, 4, stride, 2, dtype=self.dtype, name=f"layer_{i}_conv")(y)
+            y = Conv2D(nf, 4, stride, 2, dtype=self.dtype, impl=self.conv_impl, name=f"layer_{i}_conv")(y)
             if i > 0 and self.use_norm:
                 y = batch_norm(train, f"layer_{i}_bn", self.dtype, self.bn_groups)(y)
             y = nn.leaky_relu(y, 0.2)
             features.append(y)
-        logits = Conv2D(1, 4, 1, 2, dtype=self.dtype, name=f"layer_{self.n_layers + 1}_conv")(y)
+        logits = Conv2D(1, 4, 1, 2, dtype=self.dtype, impl=self.conv_impl, name=f"layer_{self.n_layers + 1}_conv")(y)
         return logits.astype(jnp.float32), features
 
 

@@ -59,30 +59,29 @@ class FFCResNetGenerator(nn.Module):
     add_out_act: str = "sigmoid"
     dtype: Dtype = jnp.float32
     bn_groups: int = 1  # BatchNorm statistics groups over the batch (training only; see jaxinpaint.nn.norm)
+    conv_impl: str = "auto"  # per platform: CPU formulations on CPU, the platform's convolutions on GPU/TPU
 
     def setup(self):
+        rt = dict(dtype=self.dtype, bn_groups=self.bn_groups, conv_impl=self.conv_impl)
         self.stem = FFCBnAct(self.ngf, 7, self.init_ratio_gin, self.init_ratio_gout, enable_lfu=self.enable_lfu,
-                             dtype=self.dtype, bn_groups=self.bn_groups)
+                             **rt)
         down = []
         for i in range(self.n_downsampling):
             ratio_gout = self.resnet_ratio_gin if i == self.n_downsampling - 1 else self.downsample_ratio_gout
             down.append(FFCBnAct(min(self.max_features, self.ngf * 2 ** (i + 1)), 3, self.downsample_ratio_gin,
-                                 ratio_gout, strides=2, padding=1, enable_lfu=self.enable_lfu, dtype=self.dtype,
-                                 bn_groups=self.bn_groups))
+                                 ratio_gout, strides=2, padding=1, enable_lfu=self.enable_lfu, **rt))
         self.down = down
         dim = min(self.max_features, self.ngf * 2**self.n_downsampling)
         self.block = [
             FFCResnetBlock(dim, self.resnet_ratio_gin, self.resnet_ratio_gout, self.resnet_dilation,
                            self.resnet_enable_lfu, gated=self.gated, spectral_pos_encoding=self.spectral_pos_encoding,
-                           use_se=self.use_se, dtype=self.dtype, bn_groups=self.bn_groups)
+                           use_se=self.use_se, **rt)
             for _ in range(self.n_blocks)
         ]
-        self.up = [
-            UpBlock(min(self.max_features, int(self.ngf * 2 ** (self.n_downsampling - i) / 2)), dtype=self.dtype,
-                    bn_groups=self.bn_groups)
-            for i in range(self.n_downsampling)
-        ]
-        self.head = Conv2D(self.output_nc, 7, padding=3, padding_mode="reflect", dtype=self.dtype)
+        self.up = [UpBlock(min(self.max_features, int(self.ngf * 2 ** (self.n_downsampling - i) / 2)), **rt)
+                   for i in range(self.n_downsampling)]
+        self.head = Conv2D(self.output_nc, 7, padding=3, padding_mode="reflect", dtype=self.dtype,
+                           impl=self.conv_impl)
 
     def front(self, x: jax.Array, *, train: bool = False):
         """Stem and down-sampling: the (local, global) pair that enters the residual blocks.
