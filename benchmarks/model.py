@@ -26,6 +26,8 @@ Usage::
     python benchmarks/model.py --model=lama_fourier --sizes 256,512,1024,2048 --modes fwd --plot out/t.png
     python benchmarks/model.py --compare --sizes 256 --modes fwd,train --torch-python /tmp/tv/bin/python
     python benchmarks/model.py --modes trainer --config configs/big_lama.py:smoke --sizes 64 --batches 2
+    python benchmarks/model.py --compare --modes trainer --config configs/big_lama.py --sizes 256 --batches 1,4 \
+        --torch-python /tmp/tv/bin/python      # the whole LaMa training step against PyTorch, alternating
 """
 
 from __future__ import annotations
@@ -195,7 +197,8 @@ def run_compare(spec: dict, variants: list[str], torch_python: str | None) -> li
         meta[name] = {"compile_s": compile_s, "gflop": (common.flops_of(exe) or 0) / 1e9 or None}
         compiled[name] = (lambda e=exe, a=args: common.block(e(*a)))
     torch_proc = None
-    if torch_python and spec["model"] == "big_lama" and spec["mode"] in ("fwd", "train"):
+    lama_trainer = spec["mode"] == "trainer" and "big_lama" in str(spec.get("config"))
+    if torch_python and ((spec["model"] == "big_lama" and spec["mode"] in ("fwd", "train")) or lama_trainer):
         torch_proc = _TorchWorker(torch_python, spec)
         compiled["torch"] = torch_proc.step
         meta["torch"] = {"compile_s": None, "gflop": None}
@@ -221,7 +224,7 @@ class _TorchWorker:
 
     def __init__(self, python: str, spec: dict):
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
-        mode = "fwd_bwd" if spec["mode"] == "train" else "fwd"
+        mode = {"train": "fwd_bwd", "trainer": "lama_step"}.get(spec["mode"], "fwd")
         self.proc = subprocess.Popen(
             [python, script, "--serve", "--sizes", str(spec["size"]), "--batch", str(spec["batch"]),
              "--modes", mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""A PyTorch Big LaMa generator with the original's layer structure, for same-machine, same-load comparisons.
+"""PyTorch Big LaMa, and LaMa's complete training step, for same-machine, same-load comparisons.
 
 The figures in environment.md §4.2 were taken on an idle machine. When the machine is shared (other jobs
 running), absolute timings drift by 30-100 %, so the only fair comparison is PyTorch and JAX run in
@@ -15,6 +15,16 @@ It needs PyTorch, which is *not* a jaxinpaint dependency: create a separate venv
 
 It prints one JSON line per case (median, min, max seconds), which ``benchmarks/model.py --torch-python``
 uses to interleave PyTorch and JAX runs.
+
+``--modes lama_step`` times LaMa's whole training step as ``DefaultInpaintingTrainingModule`` runs it under
+Lightning (the order and formulas of /work/shared/reference/README.md's training-step section, which the
+project's parity test checks number by number against LaMa's own code): the generator update (G forward,
+masked L1 with known ×10 / missing ×0, ``D(x)`` then ``D(ŷ)`` in two calls, non-saturating adversarial ×10,
+feature matching ×100, the HRF perceptual loss ×30 through an ADE20k-style ResNet50-dilated-8 encoder with
+random frozen weights in train-mode BatchNorm, two calls), gradient clipping to 1 and Adam; then the
+discriminator update (a second G forward with the updated G, R1 by double backprop ×0.001 on reals,
+mask-as-fake-target on the fakes), clipping and Adam. The networks are LaMa's (Big LaMa, NLayer PatchGAN
+ndf 64 / 4 layers, the encoder's deep stem and dilations); it is not a copy of LaMa's code.
 """
 
 from __future__ import annotations
@@ -127,8 +137,139 @@ class BigLama(nn.Module):
         return self.head(self.up(torch.cat(y, dim=1)))
 
 
-def make_step(model, size: int, batch: int, backward: bool):
-    """One call of the benchmarked computation: eval-mode inference, or train-mode forward+backward (L1)."""
+class NLayerDiscriminator(nn.Module):
+    """LaMa's PatchGAN (pix2pixhd.NLayerDiscriminator, ndf 64, n_layers 4): logits and the 5 feature maps."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 4):
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(3, ndf, 4, 2, 2), nn.LeakyReLU(0.2, True))]
+        nf = ndf
+        for i in range(1, n_layers + 1):
+            prev, nf = nf, min(nf * 2, 512)
+            layers.append(nn.Sequential(nn.Conv2d(prev, nf, 4, 2 if i < n_layers else 1, 2), nn.BatchNorm2d(nf),
+                                        nn.LeakyReLU(0.2, True)))
+        layers.append(nn.Conv2d(nf, 1, 4, 1, 2))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x):
+        feats = []
+        for layer in self.layers[:-1]:
+            x = layer(x)
+            feats.append(x)
+        return self.layers[-1](x), feats
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, inplanes: int, planes: int, stride: int, dilation: int, downsample: bool):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(inplanes, planes, 1, bias=False), nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3, self.bn3 = nn.Conv2d(planes, planes * 4, 1, bias=False), nn.BatchNorm2d(planes * 4)
+        self.downsample = (nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False),
+                                         nn.BatchNorm2d(planes * 4)) if downsample else None)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResnetDilated(nn.Module):
+    """CSAIL's ResNet50-dilated-8 encoder (deep stem), the HRF perceptual loss's backbone; layer1..4 outputs."""
+
+    def __init__(self):
+        super().__init__()
+
+        def cbr(i, o, s):
+            return [nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(True)]
+
+        self.stem = nn.Sequential(*cbr(3, 64, 2), *cbr(64, 64, 1), *cbr(64, 128, 1), nn.MaxPool2d(3, 2, 1))
+        layers, inplanes = [], 128
+        for li, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=1):
+            dilate = {3: 2, 4: 4}.get(li, 1)
+            mods = []
+            for b in range(blocks):
+                stride = 2 if (li == 2 and b == 0) else 1  # layers 3 and 4 trade their stride for dilation
+                dil = dilate // 2 if (b == 0 and dilate > 1) else dilate
+                mods.append(Bottleneck(inplanes, planes, stride, dil, b == 0))
+                inplanes = planes * 4
+            layers.append(nn.Sequential(*mods))
+        self.layers = nn.ModuleList(layers)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        x = self.stem(x)
+        feats = []
+        for layer in self.layers:
+            x = layer(x)
+            feats.append(x)
+        return feats
+
+
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def lama_train_step(generator, size: int, batch: int):
+    """One call = LaMa's G update then D update (see the module docstring); returns the step function."""
+    discriminator, encoder = NLayerDiscriminator(), ResnetDilated()
+    for m in (generator, discriminator, encoder):
+        m.train()  # Lightning's model.train(): the frozen encoder's BatchNorm too
+    g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=1e-4)
+    image = torch.rand(batch, 3, size, size)
+    mask = (torch.rand(batch, 1, size, size) > 0.7).float()
+    x = torch.cat([image * (1 - mask), mask], dim=1)
+    softplus = torch.nn.functional.softplus
+
+    def hrf(pred, target):
+        fp, ft = encoder((pred - _MEAN) / _STD), encoder((target - _MEAN) / _STD)
+        return sum(torch.nn.functional.mse_loss(a, b) for a, b in zip(fp, ft))
+
+    def step():
+        # Generator update (D frozen).
+        for p in discriminator.parameters():
+            p.requires_grad_(False)
+        g_opt.zero_grad(set_to_none=True)
+        pred = generator(x)
+        l1 = torch.mean((1 - mask) * 10.0 * torch.abs(pred - image))
+        with torch.no_grad():
+            _, real_feats = discriminator(image)
+        fake_logits, fake_feats = discriminator(pred)
+        adv = softplus(-fake_logits).mean()
+        fm = torch.stack([torch.nn.functional.mse_loss(f, r) for f, r in zip(fake_feats, real_feats)]).mean()
+        loss = l1 + 10.0 * adv + 100.0 * fm + 30.0 * hrf(pred, image)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
+        g_opt.step()
+        # Discriminator update: the updated generator's second forward, R1 on reals.
+        for p in discriminator.parameters():
+            p.requires_grad_(True)
+        d_opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            pred = generator(x)
+        real = image.detach().requires_grad_(True)
+        real_logits, _ = discriminator(real)
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        gp = grad.pow(2).reshape(grad.shape[0], -1).sum(1).mean() * 0.001
+        fake_logits, _ = discriminator(pred)
+        m = torch.nn.functional.interpolate(mask, size=fake_logits.shape[-2:], mode="nearest")
+        d_loss = (softplus(-real_logits) + gp + m * softplus(fake_logits) + (1 - m) * softplus(-fake_logits)).mean()
+        d_loss.backward()
+        torch.nn.utils.clip_grad_norm_(discriminator.parameters(), 1.0)
+        d_opt.step()
+
+    return step
+
+
+def make_step(model, size: int, batch: int, backward: bool | str):
+    """One call of the benchmarked computation: eval-mode inference, train-mode forward+backward (L1), or
+    (``backward='lama_step'``) LaMa's whole training step."""
+    if backward == "lama_step":
+        return lama_train_step(model, size, batch)
     x = torch.rand(batch, 4, size, size)
     if backward:
         model.train()
@@ -151,7 +292,8 @@ def time_case(model, size: int, batch: int, backward: bool, repeats: int, warmup
     """Median/min/max seconds of ``repeats`` calls after ``warmup`` calls, like environment.md §4.2."""
     step = make_step(model, size, batch, backward)
     return {"framework": "torch", "model": "big_lama", "size": size, "batch": batch,
-            "mode": "fwd_bwd" if backward else "fwd", **_timed(step, repeats, warmup),
+            "mode": backward if isinstance(backward, str) else ("fwd_bwd" if backward else "fwd"),
+            **_timed(step, repeats, warmup),
             "threads": torch.get_num_threads(),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "loadavg": os.getloadavg()[0]}
@@ -220,11 +362,17 @@ def fft_cases(sizes, batches, channels: int, repeats: int, warmup: int):
                        "threads": torch.get_num_threads(), "loadavg": os.getloadavg()[0]}
 
 
+def _step_kind(mode: str):
+    if mode not in ("fwd", "fwd_bwd", "lama_step"):
+        raise SystemExit(f"--modes: {mode!r} is not fwd, fwd_bwd or lama_step")
+    return "lama_step" if mode == "lama_step" else mode == "fwd_bwd"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="256,512", help="comma-separated square input sizes")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--modes", default="fwd", help="comma-separated: fwd, fwd_bwd")
+    parser.add_argument("--modes", default="fwd", help="comma-separated: fwd, fwd_bwd, lama_step")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -244,11 +392,11 @@ def main(argv=None) -> int:
         return 0
     model = BigLama(args.n_blocks)
     if args.serve:
-        serve(model, int(args.sizes), args.batch, args.modes == "fwd_bwd")
+        serve(model, int(args.sizes), args.batch, _step_kind(args.modes))
         return 0
     for mode in args.modes.split(","):
         for size in (int(s) for s in args.sizes.split(",")):
-            row = time_case(model, size, args.batch, mode == "fwd_bwd", args.repeats, args.warmup)
+            row = time_case(model, size, args.batch, _step_kind(mode), args.repeats, args.warmup)
             print(json.dumps(row), flush=True)
     return 0
 
