@@ -105,7 +105,7 @@ def dcgan_init(variables, key: jax.Array):
     return flax.traverse_util.unflatten_dict(out)
 
 
-class _DCGANInit:
+class DCGANInit:
     """Mixin: ``init`` draws DCGAN's N(0, 0.02) kernels and N(1, 0.02) BatchNorm scales (:func:`dcgan_init`)."""
 
     def init(self, rngs, *args, **kwargs):
@@ -122,7 +122,7 @@ def _down(x, features, index, *, use_bn, train, dtype, groups):
     return nn.leaky_relu(x, 0.2)
 
 
-class Generator(_DCGANInit, nn.Module):
+class Generator(DCGANInit, nn.Module):
     """The Context Encoder generator (see the module docstring).
 
     Attributes:
@@ -204,7 +204,7 @@ class ChannelWiseDense(nn.Module):
         return y.reshape(n, h, w, c)
 
 
-class Discriminator(_DCGANInit, nn.Module):
+class Discriminator(DCGANInit, nn.Module):
     """DCGAN's discriminator on ``input_size``² images in [-1, 1]; returns one logit per image, shape (N,).
 
     Attributes:
