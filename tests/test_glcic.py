@@ -308,3 +308,11 @@ def test_train_through_three_phases_and_inpaint(tmp_path):
     result = model.inpaint(image, mask)
     assert result.shape == image.shape and result.dtype == np.uint8
     np.testing.assert_array_equal(result[~mask], image[~mask])
+    # The post-processing switched on at load time (a config.inference field), known pixels still untouched.
+    post = jaxinpaint.load(str(workdir), postprocess=True)
+    assert post.config.inference.postprocess and not model.config.inference.postprocess
+    blended = post.inpaint(image, mask)
+    np.testing.assert_array_equal(blended[~mask], image[~mask])
+    assert not np.array_equal(blended[mask], result[mask])
+    with pytest.raises(TypeError, match="inference options"):
+        jaxinpaint.load(str(workdir), postprocessing=True)

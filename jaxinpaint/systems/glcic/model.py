@@ -44,6 +44,13 @@ COMPLETION_LAYERS = (
 SIZE_MULTIPLE = 4
 
 
+def check_input(owner: str, x: jax.Array, channels: int = 4, multiple: int = SIZE_MULTIPLE) -> None:
+    """Raises ValueError unless ``x`` is (N, H, W, channels) with H and W multiples of ``multiple``."""
+    if x.ndim != 4 or x.shape[-1] != channels or x.shape[1] % multiple or x.shape[2] % multiple:
+        raise ValueError(f"{owner}: expected (N, H, W, {channels}) with H and W multiples of {multiple}, "
+                         f"got {x.shape}")
+
+
 def _norm_act(x, index, *, train, bn_after_relu, dtype, groups):
     bn = batch_norm(train, f"bn{index}", dtype, groups)
     return bn(nn.relu(x)) if bn_after_relu else nn.relu(bn(x))
@@ -68,9 +75,7 @@ class CompletionNetwork(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """(N, H, W, 4) image ⧺ mask (H, W multiples of 4) -> (N, H, W, 3) sigmoid output in [0, 1]."""
-        if x.ndim != 4 or x.shape[-1] != 4 or x.shape[1] % SIZE_MULTIPLE or x.shape[2] % SIZE_MULTIPLE:
-            raise ValueError(f"glcic.CompletionNetwork: expected (N, H, W, 4) with H and W multiples of "
-                             f"{SIZE_MULTIPLE}, got {x.shape}")
+        check_input("glcic.CompletionNetwork", x)
         h = x.astype(self.dtype)
         for i, (kind, k, d, s, w) in enumerate(COMPLETION_LAYERS, start=1):
             features = max(1, int(self.width * w))

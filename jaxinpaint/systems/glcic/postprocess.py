@@ -60,12 +60,13 @@ def postprocess(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
 def postprocess_batch(images: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """:func:`postprocess` on (N, H, W, 3) float images in [0, 1] and (N, H, W, 1) masks, for ``pure_callback``.
 
-    The float images are quantised as jaxinpaint writes uint8 results (``uint8(clip(x·255))``) and returned
-    at the centres of their 8-bit bins, ``(v + 0.5)/255``, so that writing them again gives exactly ``v``.
+    The float images are rounded to 8 bits (so the known pixels of a uint8 input come back exactly) and the
+    results returned at the centres of their 8-bit bins, ``(v + 0.5)/255``, so that writing them as uint8
+    (``uint8(clip(x·255))``) gives exactly ``v``.
     """
     images, holes = np.asarray(images), np.asarray(holes)
     out = np.empty(images.shape, np.float32)
     for i in range(images.shape[0]):
-        u8 = np.clip(images[i] * 255.0, 0, 255).astype(np.uint8)
+        u8 = np.round(np.clip(images[i], 0.0, 1.0) * 255.0).astype(np.uint8)
         out[i] = (postprocess(u8, holes[i, ..., 0] > 0.5).astype(np.float32) + 0.5) / 255.0
     return out

@@ -32,11 +32,11 @@ import jax.numpy as jnp
 
 from jaxinpaint.nn.conv import Conv2D, batch_norm
 from jaxinpaint.systems.context_encoder.model import DCGANInit
+from jaxinpaint.systems.glcic.model import SIZE_MULTIPLE, check_input
 
 Dtype = Any
 NORMS = ("instance", "batch", "none")
 UPSAMPLES = ("nearest", "bilinear")
-SIZE_MULTIPLE = 4
 
 
 def _norm(kind: str, name: str, train: bool, dtype, groups: int):
@@ -83,9 +83,7 @@ class Generator(DCGANInit, nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
         """(N, H, W, 4) masked image ⧺ mask, H and W multiples of 4 -> (N, H, W, 3) tanh output."""
-        if x.ndim != 4 or x.shape[-1] != 4 or x.shape[1] % SIZE_MULTIPLE or x.shape[2] % SIZE_MULTIPLE:
-            raise ValueError(f"pggan.Generator: expected (N, H, W, 4) with H and W multiples of {SIZE_MULTIPLE}, "
-                             f"got {x.shape}")
+        check_input("pggan.Generator", x)
         if not self.dilations or any(int(d) < 1 for d in self.dilations):
             raise ValueError(f"pggan.Generator.dilations must be positive ints, got {self.dilations}")
 
