@@ -1,6 +1,6 @@
 """Seeded numpy mask generators: LaMa's training/evaluation masks, DeepFill v2 strokes, boxes, mask folders.
 
-Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``), each with a ``PRESETS`` table;
+Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``, ``classic``), each with a ``PRESETS`` table;
 this package merges them into the one registry behind :func:`get` and :func:`names`.
 
 Every generator is a small, picklable object called as ``gen(rng, height, width)`` with a
