@@ -21,7 +21,6 @@ small test and smoke models.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -150,9 +149,3 @@ class Discriminator(nn.Module):
         h = jnp.concatenate([loc, g], axis=-1)
         return _dense(1, h.shape[-1], "head", self.dtype)(h).astype(jnp.float32)[:, 0]
 
-
-def branch_output_side(size: int, layers: int) -> int:
-    """Spatial side after ``layers`` 5×5 stride-2 pad-2 convs (⌈size / 2^layers⌉)."""
-    for _ in range(layers):
-        size = math.floor((size + 2 * 2 - 5) / 2) + 1
-    return size
