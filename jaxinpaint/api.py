@@ -13,6 +13,8 @@
 * the name of a per-image solver (``jaxinpaint.systems.names('solver')``), with its options as keywords.
 
 ``refine=True`` wraps a LaMa model in LaMa's high-resolution refinement (options ``n_iters``, ``lr``...).
+Other keyword options of a trained model override its ``config.inference`` fields (GLCIC's
+``postprocess=True``).
 
 ``image``: a PIL image or a numpy array, uint8 or float in [0, 1] (a float outside [0, 1] is an error), RGB,
 grey or RGBA (alpha is kept as it is), any size. ``mask``: PIL or numpy, any non-zero value = hole. A list
@@ -222,7 +224,8 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
       refine: wrap the model in LaMa's high-resolution refinement.
       seed: the seed of a solver's random choices (same input and seed, same output).
       modulo: pad H and W to a multiple of this (combined with the model's own requirement; LaMa pads to 8).
-      **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``.
+      **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``; for a trained model,
+        ``config.inference`` fields (e.g. ``postprocess=True`` for GLCIC).
 
     Raises:
       FileNotFoundError: ``source`` is neither a known solver nor an existing path.
@@ -255,5 +258,17 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
         config.modulo = model.modulo
         return SolverInpainter(solver, config, resources=model.network("generator"), seed=seed)
     if options:
-        raise TypeError(f"unknown option(s) {sorted(options)} for a trained model")
+        return _with_inference_options(model, options, modulo)
     return model
+
+
+def _with_inference_options(model: ModelInpainter, options: Mapping[str, Any], modulo) -> ModelInpainter:
+    """The model with ``config.inference`` fields overridden (e.g. GLCIC's ``postprocess=True``)."""
+    known = set(model.config.get("inference", {}))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for a trained {model.name} model; its inference options: "
+                        f"{sorted(known) or 'none'}")
+    config = ml_collections.ConfigDict(model.config.to_dict())
+    config.inference.update(dict(options))
+    return ModelInpainter(model.system, config, model.models, source=model.source, modulo=modulo)

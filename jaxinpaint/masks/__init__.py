@@ -1,6 +1,6 @@
 """Seeded numpy mask generators: LaMa's training/evaluation masks, DeepFill v2 strokes, boxes, mask folders.
 
-Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``), each with a ``PRESETS`` table;
+Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``, ``classic``), each with a ``PRESETS`` table;
 this package merges them into the one registry behind :func:`get` and :func:`names`.
 
 Every generator is a small, picklable object called as ``gen(rng, height, width)`` with a
@@ -98,7 +98,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxinpaint.masks import boxes, deepfill, folder, lama
+from jaxinpaint.masks import boxes, classic, deepfill, folder, lama
 from jaxinpaint.masks.base import IMAGE_EXTENSIONS, MaskGenerator, Preset
 from jaxinpaint.masks.boxes import CenterBox
 from jaxinpaint.masks.deepfill import DeepFillMask
@@ -149,7 +149,7 @@ def _merge(*families: Mapping[str, Preset]) -> Mapping[str, Preset]:
     return types.MappingProxyType(merged)
 
 
-_PRESETS: Mapping[str, Preset] = _merge(lama.PRESETS, deepfill.PRESETS, boxes.PRESETS, folder.PRESETS)
+_PRESETS: Mapping[str, Preset] = _merge(lama.PRESETS, deepfill.PRESETS, boxes.PRESETS, folder.PRESETS, classic.PRESETS)
 
 def names() -> list[str]:
     """Every name :func:`get` accepts, sorted."""

@@ -27,6 +27,9 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "lama": ("jaxinpaint.systems.lama", "SYSTEM"),
     "pconv": ("jaxinpaint.systems.pconv", "SYSTEM"),
     "deepfill_v2": ("jaxinpaint.systems.deepfill_v2", "SYSTEM"),
+    "context_encoder": ("jaxinpaint.systems.context_encoder", "SYSTEM"),
+    "glcic": ("jaxinpaint.systems.glcic", "SYSTEM"),
+    "pggan": ("jaxinpaint.systems.pggan", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
