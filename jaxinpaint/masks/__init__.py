@@ -98,7 +98,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxinpaint.masks import boxes, deepfill, folder, lama
+from jaxinpaint.masks import boxes, deepfill, folder, lama, shift_net
 from jaxinpaint.masks.base import IMAGE_EXTENSIONS, MaskGenerator, Preset
 from jaxinpaint.masks.boxes import CenterBox
 from jaxinpaint.masks.deepfill import DeepFillMask
@@ -149,7 +149,8 @@ def _merge(*families: Mapping[str, Preset]) -> Mapping[str, Preset]:
     return types.MappingProxyType(merged)
 
 
-_PRESETS: Mapping[str, Preset] = _merge(lama.PRESETS, deepfill.PRESETS, boxes.PRESETS, folder.PRESETS)
+_PRESETS: Mapping[str, Preset] = _merge(lama.PRESETS, deepfill.PRESETS, boxes.PRESETS, folder.PRESETS,
+                                        shift_net.PRESETS)
 
 def names() -> list[str]:
     """Every name :func:`get` accepts, sorted."""

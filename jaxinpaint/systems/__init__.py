@@ -27,6 +27,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "lama": ("jaxinpaint.systems.lama", "SYSTEM"),
     "pconv": ("jaxinpaint.systems.pconv", "SYSTEM"),
     "deepfill_v2": ("jaxinpaint.systems.deepfill_v2", "SYSTEM"),
+    "deepfill_v1": ("jaxinpaint.systems.deepfill_v1", "SYSTEM"),
+    "shift_net": ("jaxinpaint.systems.shift_net", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
