@@ -197,8 +197,7 @@ class Generator(nn.Module):
                 hole = 1.0 - x[..., self.input_nc - 1:]
                 flag = feature_mask(hole, s.shape[1], s.shape[2], self.mask_rule)
                 shifted, index = shift(s[..., :c], s[..., c:], flag, self.shift_eps)
-                features = {"former": s[..., :c], "latter": s[..., c:], "flag": flag, "shifted": shifted,
-                            "index": index}
+                features.update(former=s[..., :c], latter=s[..., c:], flag=flag, shifted=shifted, index=index)
                 s = jnp.concatenate([s, shifted], axis=-1)
                 features["shift_out"] = s
             u = self.up_norm[k - 2](self.up[k - 1](s))
