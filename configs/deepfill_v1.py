@@ -65,7 +65,7 @@ def get_config(arg=None):
     c.total_steps = 1_000_000
     c.ckpt_every_steps = 10_000  # TRAIN_SPE
     if "pretrain_coarse" in variants:
-        c.coarse_pretrain_steps = c.total_steps
+        c.coarse_pretrain_steps = c.get_ref("total_steps")  # the whole run, whatever total_steps becomes
     if "smoke" in variants:
         shrink_for_smoke(c)
     return c
@@ -80,7 +80,5 @@ def shrink_for_smoke(c):
     c.input.image_size = 64
     c.input.batch_size = 4
     config_lib.smoke_schedule(c)
-    if c.coarse_pretrain_steps:
-        c.coarse_pretrain_steps = c.total_steps
     c.g_optimizer.lr = 1e-3
     c.d_optimizer.lr = 1e-3

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import run_update
-from test_shift_net import predict_real_photos
+from test_shift_net import _fast_compiles, predict_real_photos  # noqa: F401  (an autouse fixture)
 
 import jaxinpaint
 from jaxinpaint import config_lib, contract, losses, masks, systems, writers
@@ -24,15 +24,6 @@ from jaxinpaint.systems.deepfill_v1 import model as df1
 from jaxinpaint.systems.deepfill_v1 import objective
 from jaxinpaint.train import optim, trainer
 from jaxinpaint.train.state import NetState, TrainState
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-    """XLA without most optimisations for this module (compilation dominates; nothing asserts on speed)."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def _count(tree):

@@ -22,6 +22,7 @@ from test_torch_pickle import _Storage, _Tensor, _torch_pickle_bytes, _write_tor
 
 import jaxinpaint
 from jaxinpaint import config_lib, masks, predict, systems, writers
+from jaxinpaint.cli import convert as convert_cli
 from jaxinpaint.cli import predict as predict_cli
 from jaxinpaint.data import photos
 from jaxinpaint.systems import shift_net
@@ -98,6 +99,13 @@ def test_generator_parity_with_pytorch_through_a_state_dict_file(tmp_path):
         got = np.asarray(feats[f"block_{j}"])
         assert got.shape == want.shape, j
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max(), f"act_level{j}"
+
+    # `jaxinpaint convert` recognises the file and writes a model directory with the same weights.
+    out_dir = tmp_path / "converted"
+    assert convert_cli.main([str(path), str(out_dir)]) == 0
+    converted = jaxinpaint.load(str(out_dir))
+    assert converted.name == "shift_net" and converted.config.inference.hole_fill == "zero"
+    jax.tree.map(np.testing.assert_array_equal, converted.network("generator")[1], variables)
 
     # The same file through the public API: recognised by its keys, composited, known pixels untouched.
     model = jaxinpaint.load(str(path))

@@ -15,49 +15,31 @@ import numpy as np
 from jaxinpaint.masks.base import Preset, check_call, dataclass_defaults, is_int, is_number, require
 
 
-def _overlap(frac: float, size: int) -> int:
-    return int(round(frac * size))
-
-
-def _check_overlap(owner: str, frac: float) -> None:
-    require(owner, "overlap_frac", is_number(frac) and 0 <= frac < 0.25, "a number in [0, 0.25)", frac)
-
-
 @dataclasses.dataclass(frozen=True)
-class CenterSquare:
-    """The default ``center`` mask: rows and columns [H/4 + o, 3H/4 - o) with o = ``overlap_frac``·H
-    (``shiftnet_model.py::set_input``; [68, 188) at 256²). The rng is not used."""
+class SquareHole:
+    """Shift-Net's square holes with Context Encoder's overlap o = ``overlap_frac``·side (4 px at 256²).
+
+    * ``random=False``, the default ``center`` mask (``shiftnet_model.py::set_input``): rows and columns
+      [H/4 + o, 3H/4 - o), i.e. [68, 188) at 256²; the rng is not used.
+    * ``random=True``, the ``rect`` sub-type (``util.py::create_rand_mask``): an (H/2 - 2o) × (W/2 - 2o) square
+      (120² at 256²) whose top-left is uniform in [o, H - o - H/2) × [o, W - o - W/2) (numpy's exclusive
+      ``randint``).
+    """
 
     overlap_frac: float = 4 / 256
+    random: bool = False
 
     def __post_init__(self) -> None:
-        _check_overlap(type(self).__name__, self.overlap_frac)
-
-    def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-        height, width = check_call(type(self).__name__, rng, height, width)
-        mask = np.zeros((height, width), bool)
-        oh, ow = _overlap(self.overlap_frac, height), _overlap(self.overlap_frac, width)
-        mask[height // 4 + oh:height // 2 + height // 4 - oh, width // 4 + ow:width // 2 + width // 4 - ow] = True
-        return mask
-
-
-@dataclasses.dataclass(frozen=True)
-class RandomSquare:
-    """The ``rect`` sub-type (``util.py::create_rand_mask``): an (H/2 - 2o) × (W/2 - 2o) square whose top-left
-    is uniform in [o, H - o - H/2) × [o, W - o - W/2) (numpy's exclusive ``randint``); 120² at 256²."""
-
-    overlap_frac: float = 4 / 256
-
-    def __post_init__(self) -> None:
-        _check_overlap(type(self).__name__, self.overlap_frac)
+        require(type(self).__name__, "overlap_frac", is_number(self.overlap_frac) and 0 <= self.overlap_frac < 0.25,
+                "a number in [0, 0.25)", self.overlap_frac)
 
     def __call__(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         height, width = check_call(type(self).__name__, rng, height, width)
         mask = np.zeros((height, width), bool)
         span = []
         for dim in (height, width):
-            o = _overlap(self.overlap_frac, dim)
-            start = int(rng.integers(o, max(dim - o - dim // 2, o + 1)))
+            o = int(round(self.overlap_frac * dim))
+            start = int(rng.integers(o, max(dim - o - dim // 2, o + 1))) if self.random else dim // 4 + o
             span.append(slice(start, start + dim // 2 - 2 * o))
         mask[span[0], span[1]] = True
         return mask
@@ -123,7 +105,7 @@ class IslandMask:
 
 
 PRESETS: Mapping[str, Preset] = {
-    "shift_net_center": Preset(lambda p: CenterSquare(**p), dataclass_defaults(CenterSquare)),
-    "shift_net_rect": Preset(lambda p: RandomSquare(**p), dataclass_defaults(RandomSquare)),
+    "shift_net_center": Preset(lambda p: SquareHole(**p), {"overlap_frac": SquareHole.overlap_frac}),
+    "shift_net_rect": Preset(lambda p: SquareHole(random=True, **p), {"overlap_frac": SquareHole.overlap_frac}),
     "shift_net_island": Preset(lambda p: IslandMask(**p), dataclass_defaults(IslandMask)),
 }
