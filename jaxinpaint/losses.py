@@ -418,8 +418,8 @@ def spatial_discount(height: int, width: int, gamma: float) -> np.ndarray:
     Pixels near the border of the local patch (next to known pixels) weigh most, its centre least: the centre
     of a large hole has many plausible fillings, so the reconstruction pulls on it less (Yu et al. 2018).
     ``JiahuiYu/generative_inpainting`` v1.0.0 ``inpaint_ops.py::spatial_discounting_mask``; Shift-Net's
-    ``Discounted_L1`` copies it. Note ``min(i, H - i)``, not ``H - 1 - i``: row 0 and column 0 weigh 1, the last
-    row ``gamma``.
+    ``Discounted_L1`` copies it. Note ``min(i, H - i)``, not ``H - 1 - i``: the map is not symmetric, the first
+    row and column weigh 1, the last ones down to ``gamma``.
     """
     i = np.arange(height)[:, None]
     j = np.arange(width)[None, :]
