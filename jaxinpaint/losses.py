@@ -405,3 +405,74 @@ def pconv_perceptual_and_style(*, variables, output: Array, composite: Array, ta
     style = (style_loss(fake_features=f_out, real_features=f_gt)
              + style_loss(fake_features=f_comp, real_features=f_gt))
     return {"perceptual": perceptual, "style": style}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# DeepFill v1's spatially discounted L1 (also Shift-Net's hole L1) and the WGAN-GP gradient penalty.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def spatial_discount(height: int, width: int, gamma: float) -> np.ndarray:
+    """DeepFill v1's discount map ``D[i, j] = max(gamma^min(i, H - i), gamma^min(j, W - j))``, (H, W) float32.
+
+    Pixels near the border of the local patch (next to known pixels) weigh most, its centre least: the centre
+    of a large hole has many plausible fillings, so the reconstruction pulls on it less (Yu et al. 2018).
+    ``JiahuiYu/generative_inpainting`` v1.0.0 ``inpaint_ops.py::spatial_discounting_mask``; Shift-Net's
+    ``Discounted_L1`` copies it. Note ``min(i, H - i)``, not ``H - 1 - i``: the map is not symmetric, the first
+    row and column weigh 1, the last ones down to ``gamma``.
+    """
+    i = np.arange(height)[:, None]
+    j = np.arange(width)[None, :]
+    g = np.float64(gamma)
+    return np.maximum(g ** np.minimum(i, height - i), g ** np.minimum(j, width - j)).astype(np.float32)
+
+
+def discounted_l1(*, pred: Array, target: Array, gamma: float) -> Array:
+    """``mean(|pred - target| * D)`` with D = :func:`spatial_discount` over the patch's (H, W), broadcast over
+    the batch and the channels (the mean counts every element, as DeepFill's ``tf.reduce_mean`` does).
+
+    Args:
+      pred, target: (B, H, W, C) local patches (DeepFill v1: the 128² box around the hole; Shift-Net: the
+        120² hole).
+      gamma: the discount (0.9 in both codes; DeepFill's paper reports 0.99, a third-party reading).
+    """
+    _check_same_shape("pred", pred, "target", target, "discounted_l1")
+    if pred.ndim != 4:
+        raise ValueError(f"discounted_l1: pred must be NHWC (4-D), got shape {pred.shape}")
+    weights = jnp.asarray(spatial_discount(pred.shape[1], pred.shape[2], gamma))[None, :, :, None]
+    return jnp.mean(jnp.abs(pred - target) * weights).astype(jnp.float32)
+
+
+def wgan_gradient_penalty(*, critic_fn: Callable[[Array], Array], points: Array, mask: Array | None = None,
+                          norm: float = 1.0) -> Array:
+    """WGAN-GP's penalty ``mean_b (sqrt(Σ_{h,w,c} (∂D/∂x)² · mask) - norm)²`` at ``points`` (Gulrajani et al.
+    2017), neuralgym's ``gradients_penalty`` as DeepFill v1 uses it.
+
+    The gradient of the summed critic output is taken with respect to the points (each sample's output depends
+    only on its own input, so this is per-sample); with ``mask`` only the masked pixels count, which is how
+    DeepFill v1 restricts the penalty to the hole. Differentiating a loss that contains this penalty with
+    respect to the critic's parameters (closed over by ``critic_fn``) is a double backprop, as in TF.
+
+    Args:
+      critic_fn: (B, H, W, C) -> critic outputs (any shape with the batch first).
+      points: where the gradient is taken, usually ``x + α (x̂ - x)``, α ~ U[0, 1) per sample.
+      mask: (B or 1, H, W, 1) weights of the squared gradient (1 = hole), broadcast over the channels; None
+        counts every element.
+      norm: the target slope (1).
+
+    Returns:
+      float32 scalar.
+    """
+    if points.ndim != 4:
+        raise ValueError(f"wgan_gradient_penalty: points must be NHWC (4-D), got shape {points.shape}")
+    grads = jax.grad(lambda x: jnp.sum(critic_fn(x)))(points)
+    squared = jnp.square(grads)
+    if mask is not None:
+        if mask.ndim != 4 or mask.shape[-1] != 1 or mask.shape[1:3] != points.shape[1:3]:
+            raise ValueError(f"wgan_gradient_penalty: mask must be (B or 1, {points.shape[1]}, {points.shape[2]}, 1) "
+                             f"like the points {points.shape}, got {mask.shape}")
+        squared = squared * mask
+    # The clamp only matters for a gradient norm below 1e-6 (e.g. an empty mask), where sqrt's derivative would
+    # turn the double backprop into NaN.
+    slopes = jnp.sqrt(jnp.maximum(jnp.sum(squared.reshape(points.shape[0], -1), axis=1), 1e-12))
+    return jnp.mean(jnp.square(slopes - norm)).astype(jnp.float32)

@@ -1,7 +1,8 @@
 """Seeded numpy mask generators: LaMa's training/evaluation masks, DeepFill v2 strokes, boxes, mask folders.
 
-Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``, ``classic``), each with a ``PRESETS`` table;
-this package merges them into the one registry behind :func:`get` and :func:`names`.
+Layout: one module per family (``lama``, ``deepfill``, ``boxes``, ``folder``, ``classic`` (Context Encoder,
+GLCIC), ``shift_net``), each with a ``PRESETS`` table; this package merges them into the one registry behind
+:func:`get` and :func:`names`.
 
 Every generator is a small, picklable object called as ``gen(rng, height, width)`` with a
 ``np.random.Generator``; it returns a bool array ``(height, width)`` with True = hole. The output depends
@@ -98,7 +99,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxinpaint.masks import boxes, classic, deepfill, folder, lama
+from jaxinpaint.masks import boxes, classic, deepfill, folder, lama, shift_net
 from jaxinpaint.masks.base import IMAGE_EXTENSIONS, MaskGenerator, Preset
 from jaxinpaint.masks.boxes import CenterBox
 from jaxinpaint.masks.deepfill import DeepFillMask
@@ -149,7 +150,14 @@ def _merge(*families: Mapping[str, Preset]) -> Mapping[str, Preset]:
     return types.MappingProxyType(merged)
 
 
-_PRESETS: Mapping[str, Preset] = _merge(lama.PRESETS, deepfill.PRESETS, boxes.PRESETS, folder.PRESETS, classic.PRESETS)
+_PRESETS: Mapping[str, Preset] = _merge(
+    lama.PRESETS,
+    deepfill.PRESETS,
+    boxes.PRESETS,
+    folder.PRESETS,
+    classic.PRESETS,
+    shift_net.PRESETS,
+)
 
 def names() -> list[str]:
     """Every name :func:`get` accepts, sorted."""

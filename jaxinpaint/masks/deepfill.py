@@ -1,5 +1,6 @@
 """DeepFill v2's free-form training masks (brush strokes plus a jittered box), written from
-data-masks-metrics.md §2.6 (the original is CC BY-NC 4.0)."""
+data-masks-metrics.md §2.6 (the original is CC BY-NC 4.0), and DeepFill v1's rectangle (the box alone,
+systems-more.md §10.7: a 128² box at a uniform position, shrunk by 0-16 px on opposite sides at 256²)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,11 @@ class DeepFillMask:
         return mask
 
 
+_BOX_FIELDS = ("box_frac", "max_delta_frac", "vertical_margin", "horizontal_margin")
+
 PRESETS: Mapping[str, Preset] = {
     "deepfill_v2": Preset(lambda p: DeepFillMask(**p), dataclass_defaults(DeepFillMask)),
+    # DeepFill v1's rectangle (v1.0.0 ``bbox2mask``, which v2 reuses): the box alone, no brush.
+    "deepfill_v1": Preset(lambda p: DeepFillMask(brush=False, **p),
+                          {k: v for k, v in dataclass_defaults(DeepFillMask).items() if k in _BOX_FIELDS}),
 }

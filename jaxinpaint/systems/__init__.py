@@ -30,6 +30,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "context_encoder": ("jaxinpaint.systems.context_encoder", "SYSTEM"),
     "glcic": ("jaxinpaint.systems.glcic", "SYSTEM"),
     "pggan": ("jaxinpaint.systems.pggan", "SYSTEM"),
+    "deepfill_v1": ("jaxinpaint.systems.deepfill_v1", "SYSTEM"),
+    "shift_net": ("jaxinpaint.systems.shift_net", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
