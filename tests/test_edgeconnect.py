@@ -17,9 +17,10 @@ from conftest import reference_file, run_update
 from PIL import Image
 
 import jaxinpaint
-from jaxinpaint import config_lib, contract, systems, writers
+from jaxinpaint import config_lib, contract, metrics, systems, writers
 from jaxinpaint.backbones import vgg
 from jaxinpaint.cli import convert as convert_cli
+from jaxinpaint.cli import evaluate as evaluate_cli
 from jaxinpaint.cli import predict as predict_cli
 from jaxinpaint.data import photos
 from jaxinpaint.io import tree as tree_lib
@@ -508,7 +509,7 @@ def _odd_photos(folder, size=(93, 70)):
         Image.fromarray(mask).save(folder / f"photo{i}_mask.png")
 
 
-def test_predict_cli_inpaints_odd_sized_photos(release, tmp_path):
+def test_predict_and_evaluate_cli_on_odd_sized_photos(release, tmp_path):
     converted = tmp_path / "converted"
     assert convert_cli.main([str(release), str(converted), "--system=edgeconnect"]) == 0
     photos_dir, out_dir = tmp_path / "photos", tmp_path / "out"
@@ -521,6 +522,56 @@ def test_predict_cli_inpaints_odd_sized_photos(release, tmp_path):
         assert result.shape == image.shape and image.shape[0] % 4 and image.shape[1] % 4
         np.testing.assert_array_equal(result[~hole], image[~hole])
         assert np.abs(result[hole].astype(int) - image[hole]).mean() > 1
+
+    # evaluate --edgeconnect_metrics (the folder is an evaluation set: the photos with their masks, as stored):
+    # EdgeConnect's numbers beside LaMa's, computed on the saved 8-bit predictions.
+    report_path, preds = tmp_path / "report.json", tmp_path / "preds"
+    assert evaluate_cli.main(["--model", str(converted), "--input_dir", str(photos_dir), "--edgeconnect_metrics",
+                              "--per_image", "--save_predictions", str(preds), "--output", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert len(report["per_image"]) == 2
+    for row in report["per_image"]:
+        target = np.asarray(Image.open(photos_dir / (row["name"].rsplit("_mask", 1)[0] + ".png")))
+        pred = np.asarray(Image.open(preds / (row["name"] + ".png")))
+        expected = metrics.edgeconnect_metrics(pred[None] / 255.0, target[None] / 255.0)
+        for key in metrics.EDGECONNECT_METRICS:
+            assert row[key] == pytest.approx(float(expected[key][0]), rel=1e-5), key
+    assert {"ec_psnr", "ec_ssim", "ec_mae", "psnr", "ssim"} <= set(report["total"])
+    assert 0 < report["total"]["ec_ssim"] <= 1 and 0 < report["total"]["ec_mae"] < 1
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "a.png").write_bytes((photos_dir / "photo0.png").read_bytes())
+    assert evaluate_cli.main(["--model", str(converted), "--input_dir", str(plain), "--masks", "center_box",
+                              "--image_size", "32", "--edgeconnect_metrics"]) == 2  # below the 51-px window
+
+
+def test_edgeconnect_metrics_match_scikit_image():
+    from skimage.color import rgb2gray
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    z, _ = _fixture("edgeconnect_inpaint_gen_w4.npz")
+    target = _nhwc(z["image"])
+    rng = np.random.default_rng(0)
+    noisy = np.round(np.clip(target + rng.normal(0, 0.08, target.shape), 0, 1) * 255) / 255
+    pairs = [(noisy.astype(np.float32), target),  # what the original scores: saved 8-bit results
+             (_nhwc(z["output_merged"]), target),
+             (rng.uniform(size=(2, 53, 75, 3)).astype(np.float32), rng.uniform(size=(2, 53, 75, 3)).astype(np.float32))]
+    for pred, gt in pairs:
+        ours = metrics.edgeconnect_metrics(pred, gt)
+        for i in range(len(pred)):
+            g_pred, g_gt = rgb2gray(pred[i]), rgb2gray(gt[i])
+            assert float(ours["ec_psnr"][i]) == pytest.approx(peak_signal_noise_ratio(g_gt, g_pred, data_range=1),
+                                                              rel=1e-5)
+            assert float(ours["ec_ssim"][i]) == pytest.approx(
+                structural_similarity(g_gt, g_pred, data_range=1, win_size=51), abs=1e-5)
+            assert float(ours["ec_mae"][i]) == pytest.approx(np.sum(np.abs(g_gt - g_pred)) / np.sum(g_gt + g_pred),
+                                                             rel=1e-5)
+    # Colour SSIM with the default 7-px window, channel by channel, as scikit-image's channel_axis does.
+    a, b = pairs[0]
+    expected = structural_similarity(a[0], b[0], data_range=1, channel_axis=-1)
+    assert float(metrics.ssim_uniform(a, b)[0]) == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="exceeds"):
+        metrics.ssim_uniform(a[:, :40, :40], b[:, :40, :40], win_size=51)
 
 
 # ------------------------------------------------------------------------------------------------ end to end
