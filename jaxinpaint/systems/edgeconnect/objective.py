@@ -279,7 +279,8 @@ def predict(nets: contract.Nets, batch, config) -> dict:
       gets G1's raw output, as the original's test does; ``config.inference.composite_edges=True`` pastes it
       into the known region's edges first, as its training and ``sample()`` do.
     * G2 only (an inpaint-stage run): G2 on the batch's edges (Canny of the known region at inference);
-    * G1 only (an edge-stage run): the edge map, ``'pred'`` and ``'composite'`` as 3-channel images.
+    * G1 only (an edge-stage run): the edge map, ``'pred'`` and ``'composite'`` as 3-channel images (what the
+      original's test writes for its edge model; ``jaxinpaint.load(...).inpaint`` shows it inside the hole).
 
     Returns ``{'pred', 'composite', 'edges'}`` in [0, 1].
     """
