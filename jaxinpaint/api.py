@@ -181,7 +181,12 @@ def _from_workdir(path: str, step: int | None, ema: bool, modulo):
     system = systems.get(config.system)
     networks = system.networks(config)
     models = {}
-    for name in system.inference_networks:
+    # A staged system's run may hold only some of them (EdgeConnect's edge or inpaint stage); predict copes.
+    names = [n for n in system.inference_networks if n in raw["nets"]]
+    if not names:
+        raise ValueError(f"{path}: the run holds none of the networks {system.name} infers with "
+                         f"({', '.join(system.inference_networks)})")
+    for name in names:
         net = raw["nets"][name]
         params = net["ema"] if ema and net.get("ema") else net["params"]
         models[name] = (networks[name].module, jax.tree.map(jnp.asarray, {"params": params, **(net.get("state") or {})}))

@@ -160,6 +160,32 @@ def _conv_channels(depth: int = 16) -> list[tuple[int, int]]:
     return out
 
 
+def random_variables(*, depth: int = 16, num_convs: int | None = None, width_divisor: int = 1,
+                     seed: int = 0) -> dict:
+    """He-normal conv kernels and zero biases built with numpy, for tests and smoke runs only.
+
+    ``Model().init`` would do, but compiling its threefry initialisers costs seconds on a 2-core CPU. Random
+    features make perceptual and style terms a test of the code path, nothing more.
+
+    Args:
+      depth: 16 or 19.
+      num_convs: the first this many convs in network order (a model whose taps stop early needs no more);
+        default all.
+      width_divisor: divides every width (tiny test extractors).
+      seed: numpy seed; the draws are in network order, so a prefix of convs is the same for any num_convs.
+    """
+    rng = np.random.default_rng(seed)
+    params, cin = {}, 3
+    names = conv_names(depth)
+    for name, (_, cout) in list(zip(names, _conv_channels(depth)))[:num_convs or len(names)]:
+        cout //= width_divisor
+        std = np.float32(np.sqrt(2.0 / (9 * cin)))
+        params[name] = {"kernel": rng.standard_normal((3, 3, cin, cout), dtype=np.float32) * std,
+                        "bias": np.zeros((cout,), np.float32)}
+        cin = cout
+    return {"params": params}
+
+
 def depth_of_state_dict(sd: Mapping[str, Any]) -> int:
     """16 or 19, from the number of convs in a torchvision ``features.*`` state dict (16 when unclear)."""
     n_convs = sum(1 for k in sd if k.startswith("features.") and k.endswith(".weight"))

@@ -65,10 +65,9 @@ def convert(source: str, output: str, *, system: str = "auto", discriminator: bo
     for name, (module, variables) in models.items():
         n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
         log.info("%s: %s, %s parameters", name, type(module).__name__, f"{n:,}")
-    missing = [n for n in ("discriminator",) if n not in models]
-    if missing and discriminator:
-        log.info("%s has no discriminator weights (LaMa's plain big-lama release does not; big-lama-with-discr "
-                 "does): fine-tuning will start it from scratch.", source)
+    if discriminator and not any("discriminator" in n for n in models):
+        log.info("%s has no discriminator weights (e.g. LaMa's plain big-lama release; big-lama-with-discr has "
+                 "them): fine-tuning will start from a fresh discriminator.", source)
     return owner.name
 
 

@@ -25,7 +25,10 @@ LaMa's ``evaluate_predicts.py``. Predictions are saved with the same naming by `
 
 Metrics per image on the uint8 result against the uint8 target: PSNR, LaMa's SSIM, L1 over the image and
 over the hole, and with ``--lpips_weights`` LPIPS-VGG; per set, with ``--fid_weights``, FID and KID between
-predictions and targets. Everything is reported in total, per LaMa 10 % hole-area bucket
+predictions and targets; with ``--edgeconnect_metrics`` also EdgeConnect's paper definitions (its
+``scripts/metrics.py``, on greyscale images: ``ec_psnr``, ``ec_ssim`` with a 51-px uniform window, and the
+normalised ``ec_mae`` = Σ|a−b| / Σ(a+b); images need at least 51×51 pixels). Everything is reported in total,
+per LaMa 10 % hole-area bucket
 (``InpaintingEvaluator``'s ``[lo, hi)`` rule) and per NVIDIA bucket ((0.01, 0.1], ..., (0.5, 0.6]; images
 outside are counted as ``outside``), plus LaMa's ``ssim_fid100_f1`` and ``lpips_fid100_f1``. FID and KID from
 fewer than 2,048 images are flagged in ``warnings`` (``--strict_fid`` refuses such totals); bucket FIDs are
@@ -76,7 +79,7 @@ __all__ = [
     "samples_from_args",
 ]
 
-PER_IMAGE_METRICS = ("psnr", "ssim", "l1", "l1_hole", "lpips")
+PER_IMAGE_METRICS = ("psnr", "ssim", "l1", "l1_hole", "lpips", *metrics.EDGECONNECT_METRICS)
 _PRED_SUFFIXES = (".png", "_inpainted.png", "_inpainted.jpg", ".jpg")
 
 
@@ -288,13 +291,13 @@ class MetricNets:
     fid_variables: Any = None
 
 
-def compute_metrics(images: np.ndarray, preds: np.ndarray, holes: np.ndarray, nets: MetricNets
-                    ) -> dict[str, np.ndarray]:
+def compute_metrics(images: np.ndarray, preds: np.ndarray, holes: np.ndarray, nets: MetricNets, *,
+                    edgeconnect: bool = False) -> dict[str, np.ndarray]:
     """Per-image metrics of one batch (uint8 images and predictions, bool holes), plus Inception features.
 
     Returns:
-      ``{'hole_area', 'psnr', 'ssim', 'l1', 'l1_hole'[, 'lpips'][, 'fid_real', 'fid_fake']}`` arrays with
-      a leading batch axis.
+      ``{'hole_area', 'psnr', 'ssim', 'l1', 'l1_hole'[, 'lpips'][, 'ec_psnr', 'ec_ssim', 'ec_mae']
+      [, 'fid_real', 'fid_fake']}`` arrays with a leading batch axis (the ``ec_`` ones with ``edgeconnect``).
     """
     target = images.astype(np.float32) / 255.0
     pred = preds.astype(np.float32) / 255.0
@@ -310,6 +313,11 @@ def compute_metrics(images: np.ndarray, preds: np.ndarray, holes: np.ndarray, ne
         from jaxinpaint.evaluation import lpips
 
         out["lpips"] = np.asarray(lpips.lpips(pred, target, nets.lpips_variables))
+    if edgeconnect:
+        if min(target.shape[1:3]) < 51:
+            raise ValueError(f"--edgeconnect_metrics: EdgeConnect's SSIM uses a 51-px window; these images are "
+                             f"{target.shape[2]}x{target.shape[1]}")
+        out.update({k: np.asarray(v) for k, v in metrics.edgeconnect_metrics(pred, target).items()})
     if nets.fid_model is not None:
         from jaxinpaint.evaluation import fid
 
@@ -345,7 +353,8 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
 def evaluate(samples: Sequence[Sample], *, predict: Callable | None = None,
              predictions_dir: str | os.PathLike | None = None, nets: MetricNets | None = None,
              batch_size: int = 8, save_predictions: str | os.PathLike | None = None,
-             progress: Callable[[int, int], None] | None = None) -> tuple[list[str], dict[str, np.ndarray]]:
+             progress: Callable[[int, int], None] | None = None, edgeconnect_metrics: bool = False
+             ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Runs predictions and per-image metrics over all samples.
 
     Args:
@@ -356,6 +365,7 @@ def evaluate(samples: Sequence[Sample], *, predict: Callable | None = None,
       batch_size: images per network call.
       save_predictions: folder to write ``<name>.png`` predictions into.
       progress: called with (done, total) after each batch.
+      edgeconnect_metrics: also EdgeConnect's ``ec_psnr``, ``ec_ssim``, ``ec_mae``.
 
     Returns:
       ``(names, arrays)`` where ``arrays`` maps each metric (and ``fid_real``/``fid_fake`` features) to an
@@ -395,7 +405,7 @@ def evaluate(samples: Sequence[Sample], *, predict: Callable | None = None,
                 out.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pred).save(out)
         values = compute_metrics(_pad(images, batch_size), _pad(preds, batch_size), _pad(holes, batch_size),
-                                 nets)
+                                 nets, edgeconnect=edgeconnect_metrics)
         for key, value in values.items():
             parts.setdefault(key, []).append(np.asarray(value)[:n])
         names += [b[0].name for b in batch]
@@ -431,9 +441,9 @@ def _group_stats(arrays: Mapping[str, np.ndarray], idx: np.ndarray, *, fid_min_s
         if key not in arrays:
             continue
         values = arrays[key][idx].astype(np.float64)
-        if key == "psnr":
+        if key.endswith("psnr"):
             finite = values[np.isfinite(values)]
-            entry["psnr_exact"] = int(n - finite.size)
+            entry[f"{key}_exact"] = int(n - finite.size)
             values = finite
         entry[key] = float(values.mean()) if values.size else None
         entry[key + "_std"] = float(values.std()) if values.size else None
@@ -505,7 +515,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     """Human-readable table of a report: total, then LaMa buckets, then NVIDIA buckets."""
     cols = [("n", "n", "{:d}"), ("PSNR", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.4f}"),
             ("L1", "l1", "{:.4f}"), ("L1hole", "l1_hole", "{:.4f}"), ("LPIPS", "lpips", "{:.4f}"),
-            ("FID", "fid", "{:.2f}"), ("KID", "kid", "{:.4f}")]
+            ("FID", "fid", "{:.2f}"), ("KID", "kid", "{:.4f}"), ("ecPSNR", "ec_psnr", "{:.2f}"),
+            ("ecSSIM", "ec_ssim", "{:.4f}"), ("ecMAE", "ec_mae", "{:.4f}")]
     present = [c for c in cols if c[1] == "n" or any(
         c[1] in g for g in [report["total"], *report["lama_buckets"].values()])]
     lines = [f"{'group':<16}" + "".join(f"{c[0]:>10}" for c in present)]
@@ -563,6 +574,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kid_subset_size", type=int, default=1000)
     p.add_argument("--save_predictions", help="also write the predictions here (<mask name>.png)")
     p.add_argument("--per_image", action="store_true", help="include per-image metrics in the report")
+    p.add_argument("--edgeconnect_metrics", action="store_true",
+                   help="also EdgeConnect's paper metrics (its scripts/metrics.py, on greyscale): ec_psnr, ec_ssim "
+                        "(51-px uniform window), ec_mae = sum|a-b| / sum(a+b)")
     p.add_argument("--output", help="write the JSON report here")
     return p
 
@@ -599,7 +613,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     names, arrays = evaluate(samples, predict=predict, predictions_dir=args.predictions_dir, nets=nets,
                              batch_size=args.batch_size, save_predictions=args.save_predictions,
-                             progress=progress)
+                             progress=progress, edgeconnect_metrics=args.edgeconnect_metrics)
     config = {k: v for k, v in vars(args).items() if k != "output"}
     config.update(source=source_desc, num_images=len(names), seconds=round(time.time() - start, 2),
                   lama_bucket_rule="InpaintingEvaluator [lo, hi)")

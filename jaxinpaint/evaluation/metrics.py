@@ -10,6 +10,10 @@ not the 'valid'-convolution SSIM of ``tf.image.ssim`` / dm-pix: LaMa pads with z
 which pulls the scores near the borders down, so numbers are only comparable with LaMa's when computed the
 same way.
 
+EdgeConnect's paper numbers come from its ``scripts/metrics.py``, which scores other definitions on greyscale
+images: :func:`edgeconnect_metrics` (PSNR, scikit-image's SSIM with a 51-px uniform window, and the normalised
+MAE ``Σ|a−b| / Σ(a+b)``), built from :func:`rgb_to_grey`, :func:`ssim_uniform` and :func:`mae_normalised`.
+
 The bucketing helpers (``lama_bucket``, ``nvidia_bucket``) are host-side numpy functions: grouping results
 by bucket happens on the host after the per-image metrics have been fetched. So are LaMa's integral scores
 (``ssim_fid100_f1``, ``lpips_fid100_f1``), which combine data-set averages with a data-set FID.
@@ -17,6 +21,7 @@ by bucket happens on the host after the per-image metrics have been fetched. So 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -25,18 +30,23 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "EDGECONNECT_METRICS",
     "NVIDIA_BUCKET_EDGES",
     "NVIDIA_BUCKET_NAMES",
+    "edgeconnect_metrics",
     "gaussian_window",
     "hole_area",
     "lama_bucket",
     "lama_bucket_names",
     "lpips_fid100_f1",
     "mae",
+    "mae_normalised",
     "nvidia_bucket",
     "psnr",
+    "rgb_to_grey",
     "ssim",
     "ssim_fid100_f1",
+    "ssim_uniform",
 ]
 
 # Hole-to-image ratio buckets of the NVIDIA irregular-mask test set (Liu et al. 2018): (0.01, 0.1], ...
@@ -168,6 +178,95 @@ def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
         (mu_a_sq + mu_b_sq + _SSIM_C1) * (sigma_a_sq + sigma_b_sq + _SSIM_C2)
     )
     return jnp.mean(ssim_map, axis=(1, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# EdgeConnect's evaluation (knazeri/edge-connect scripts/metrics.py).
+# ----------------------------------------------------------------------------------------------------------
+
+#: scikit-image ``rgb2gray`` weights (Rec. 709 luma), what EdgeConnect's metrics convert both images with.
+GREY_WEIGHTS = (0.2125, 0.7154, 0.0721)
+#: The per-image metrics :func:`edgeconnect_metrics` returns, as ``jaxinpaint evaluate`` names them.
+EDGECONNECT_METRICS = ("ec_psnr", "ec_ssim", "ec_mae")
+
+
+@jax.jit
+def rgb_to_grey(images: jax.Array) -> jax.Array:
+    """``skimage.color.rgb2gray`` of an NHWC RGB batch: (N, H, W, 1), ``0.2125 R + 0.7154 G + 0.0721 B``."""
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"rgb_to_grey: expected an NHWC RGB batch (N, H, W, 3), got shape {images.shape}")
+    return jnp.einsum("nhwc,c->nhw", images, jnp.asarray(GREY_WEIGHTS, jnp.float32),
+                      precision=jax.lax.Precision.HIGHEST)[..., None]
+
+
+def _box_band(n: int, size: int) -> np.ndarray:
+    """[n - size + 1, n] matrix averaging ``size`` consecutive samples: a box filter's 'valid' outputs."""
+    rows = np.arange(n - size + 1)[:, None]
+    cols = np.arange(n)[None, :]
+    return ((cols >= rows) & (cols < rows + size)).astype(np.float32) / size
+
+
+@functools.partial(jax.jit, static_argnames=("win_size",))
+def ssim_uniform(a: jax.Array, b: jax.Array, win_size: int = 7, data_range: float = 1.0) -> jax.Array:
+    """scikit-image's ``structural_similarity`` with its defaults, one value per image.
+
+    The defaults of ``skimage.metrics.structural_similarity`` (and of the older ``compare_ssim`` that
+    EdgeConnect calls with ``win_size=51``): a uniform ``win_size``² window, sample covariances (×NP/(NP−1),
+    NP = win_size²), K1 = 0.01, K2 = 0.03, and the mean of the SSIM map after cropping (win_size − 1)/2 pixels
+    at every border, i.e. over the positions whose window lies inside the image (so scikit-image's reflect
+    padding never matters). Channels are scored separately and averaged (``channel_axis``).
+
+    Args:
+      a, b: images, float [N, H, W, C] in [0, data_range]; H and W at least ``win_size``.
+      win_size: odd window side (EdgeConnect: 51).
+      data_range: the images' dynamic range.
+
+    Returns:
+      float32 array of shape (N,).
+    """
+    a, b = _check_pair(a, b, "ssim_uniform")
+    if win_size < 3 or win_size % 2 == 0:
+        raise ValueError(f"ssim_uniform: win_size must be odd and >= 3, got {win_size}")
+    if win_size > min(a.shape[1], a.shape[2]):
+        raise ValueError(f"ssim_uniform: win_size={win_size} exceeds the image extent {a.shape[1:3]}")
+    hi = jax.lax.Precision.HIGHEST
+    band_h = jnp.asarray(_box_band(a.shape[1], win_size))
+    band_w = jnp.asarray(_box_band(a.shape[2], win_size))
+    stacked = jnp.concatenate([a, b, a * a, b * b, a * b], axis=-1)
+    filtered = jnp.einsum("nhwk,vw->nhvk", stacked, band_w, precision=hi)
+    filtered = jnp.einsum("uh,nhvk->nuvk", band_h, filtered, precision=hi)
+    ux, uy, uxx, uyy, uxy = jnp.split(filtered, 5, axis=-1)
+    cov_norm = win_size**2 / (win_size**2 - 1.0)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return jnp.mean(ssim_map, axis=(1, 2, 3))
+
+
+@jax.jit
+def mae_normalised(a: jax.Array, b: jax.Array) -> jax.Array:
+    """EdgeConnect's MAE, ``Σ|a − b| / Σ(a + b)`` per image (``scripts/metrics.py`` ``compare_mae``)."""
+    a, b = _check_pair(a, b, "mae_normalised")
+    return jnp.sum(jnp.abs(a - b), axis=(1, 2, 3)) / jnp.sum(a + b, axis=(1, 2, 3))
+
+
+def edgeconnect_metrics(pred: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
+    """The per-image metrics of EdgeConnect's paper tables (``scripts/metrics.py``), on greyscale images.
+
+    Both images become ``rgb2gray`` greyscale first; then ``ec_psnr`` = scikit-image PSNR with data range 1,
+    ``ec_ssim`` = scikit-image SSIM with ``win_size=51`` (:func:`ssim_uniform`), ``ec_mae`` =
+    :func:`mae_normalised`. Its script reads saved 8-bit PNGs, so pass the saved results (uint8 / 255).
+
+    Args:
+      pred, target: RGB images, float [N, H, W, 3] in [0, 1]; H and W at least 51.
+
+    Returns:
+      ``{'ec_psnr', 'ec_ssim', 'ec_mae'}``, each float32 of shape (N,).
+    """
+    g_pred, g_target = rgb_to_grey(pred), rgb_to_grey(target)
+    return {"ec_psnr": psnr(g_pred, g_target), "ec_ssim": ssim_uniform(g_pred, g_target, win_size=51),
+            "ec_mae": mae_normalised(g_target, g_pred)}
 
 
 def _check_mask(mask: jax.Array, fn: str) -> jax.Array:

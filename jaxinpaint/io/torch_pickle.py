@@ -940,12 +940,13 @@ def _as_mapping(obj: Any) -> Mapping | None:
 
 
 def _find_state_dict(obj: Any) -> Mapping | None:
-    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos)."""
+    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos), or of
+    EdgeConnect's ``{'iteration': n, 'generator': ...}`` / ``{'discriminator': ...}``."""
     mapping = _as_mapping(obj)
     for _ in range(4):
         if mapping is None:
             return None
-        for wrapper in ("state_dict", "model", "model_state_dict"):
+        for wrapper in ("state_dict", "model", "model_state_dict", "generator", "discriminator"):
             inner = _as_mapping(mapping.get(wrapper))
             if inner is not None:
                 mapping = inner
@@ -973,7 +974,8 @@ def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[
     """Read the tensors of a checkpoint as a flat ``{key: array}`` dict, without torch.
 
     Accepts a plain state dict (``.pth``/``.pt``), a PyTorch Lightning ``.ckpt`` (uses its ``state_dict``),
-    ``{'model': sd}``/``{'state_dict': sd}``/``{'model_state_dict': sd}`` wrappers, and ``.npz`` archives
+    ``{'model': sd}``/``{'state_dict': sd}``/``{'model_state_dict': sd}`` wrappers, EdgeConnect's
+    ``{'generator': sd}``/``{'discriminator': sd}`` files, and ``.npz`` archives
     (read with ``allow_pickle=False``; recognised by content, whatever the suffix).
 
     Args:

@@ -8,6 +8,7 @@ collection. PyTorch's ``torch.nn.utils.spectral_norm`` (EdgeConnect, Shift-Net, 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -135,6 +136,9 @@ class TorchSNConv2D(nn.Module):
       padding_mode: ``'zeros'`` or ``'reflect'`` (``ReflectionPad2d`` before the conv).
       use_sn: apply spectral normalisation.
       eps: PyTorch's 1e-12.
+      init_std: ``None`` initialises like PyTorch's default; a number draws the kernel from N(0, init_std²)
+        and zeroes the bias, the ``init_weights('normal', 0.02)`` of EdgeConnect, Shift-Net and CTSDG (with SN
+        it initialises ``weight_orig``, which ``weight`` aliases in PyTorch).
     """
 
     features: int
@@ -146,6 +150,7 @@ class TorchSNConv2D(nn.Module):
     padding_mode: str = "zeros"
     use_sn: bool = True
     eps: float = 1e-12
+    init_std: float | None = None
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -154,7 +159,8 @@ class TorchSNConv2D(nn.Module):
 
         k = self.kernel_size
         cin = x.shape[-1]
-        kernel = self.param("kernel", torch_kernel_init, (k, k, cin, self.features), jnp.float32)
+        kernel_init, bias_init = _inits(self.init_std, torch_kernel_init, torch_bias_init(cin * k * k))
+        kernel = self.param("kernel", kernel_init, (k, k, cin, self.features), jnp.float32)
         if self.use_sn:
             kernel = _sn_kernel(self, kernel, kernel.transpose(3, 2, 0, 1).reshape(self.features, -1), train)
         x = pad2d(x.astype(self.dtype), int(self.padding), self.padding_mode)
@@ -162,7 +168,7 @@ class TorchSNConv2D(nn.Module):
                                      rhs_dilation=(self.dilation, self.dilation),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
-            y = y + self.param("bias", torch_bias_init(cin * k * k), (self.features,), jnp.float32).astype(y.dtype)
+            y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(y.dtype)
         return y
 
 
@@ -171,7 +177,8 @@ class TorchSNConvTranspose2D(nn.Module):
 
     The kernel is stored like ``jaxinpaint.nn.conv.ConvTranspose2D``'s: the flipped HWIO kernel of the
     equivalent forward convolution over the zero-dilated input. PyTorch views the (I, O, kh, kw) weight as an
-    (O, I·kh·kw) matrix for the power iteration (u has O entries), which is reproduced here.
+    (O, I·kh·kw) matrix for the power iteration (u has O entries), which is reproduced here. ``init_std`` as
+    for :class:`TorchSNConv2D`.
     """
 
     features: int
@@ -182,6 +189,7 @@ class TorchSNConvTranspose2D(nn.Module):
     use_bias: bool = True
     use_sn: bool = True
     eps: float = 1e-12
+    init_std: float | None = None
     dtype: Dtype = jnp.float32
 
     @nn.compact
@@ -190,9 +198,11 @@ class TorchSNConvTranspose2D(nn.Module):
 
         k, s, p, op = self.kernel_size, self.strides, self.padding, self.output_padding
         cin = x.shape[-1]
-        bound = 1.0 / float(jnp.sqrt(self.features * k * k))
-        kernel = self.param("kernel", lambda key, shape: jax.random.uniform(key, shape, jnp.float32, -bound, bound),
-                            (k, k, cin, self.features))
+        bound = 1.0 / math.sqrt(self.features * k * k)  # a Python float: this also runs under a trace
+        kernel_init, bias_init = _inits(
+            self.init_std, lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound),
+            torch_bias_init(self.features * k * k))
+        kernel = self.param("kernel", kernel_init, (k, k, cin, self.features), jnp.float32)
         if self.use_sn:
             w_mat = kernel[::-1, ::-1].transpose(3, 2, 0, 1).reshape(self.features, -1)
             kernel = _sn_kernel(self, kernel, w_mat, train)
@@ -200,9 +210,15 @@ class TorchSNConvTranspose2D(nn.Module):
                                      [(k - 1 - p, k - 1 - p + op)] * 2, lhs_dilation=(s, s),
                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
-            y = y + self.param("bias", torch_bias_init(self.features * k * k), (self.features,),
-                               jnp.float32).astype(y.dtype)
+            y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(y.dtype)
         return y
+
+
+def _inits(init_std: float | None, torch_kernel, torch_bias):
+    """(kernel, bias) initialisers: PyTorch's defaults, or N(0, init_std²) kernels and zero biases."""
+    if init_std is None:
+        return torch_kernel, torch_bias
+    return nn.initializers.normal(float(init_std)), nn.initializers.zeros_init()
 
 
 def _sn_kernel(module: nn.Module, kernel: jax.Array, w_mat: jax.Array, train: bool) -> jax.Array:

@@ -32,6 +32,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "pggan": ("jaxinpaint.systems.pggan", "SYSTEM"),
     "deepfill_v1": ("jaxinpaint.systems.deepfill_v1", "SYSTEM"),
     "shift_net": ("jaxinpaint.systems.shift_net", "SYSTEM"),
+    "edgeconnect": ("jaxinpaint.systems.edgeconnect", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}

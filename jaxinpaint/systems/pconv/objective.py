@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxinpaint import contract, losses
 from jaxinpaint.backbones import vgg
@@ -57,20 +56,9 @@ def _vgg_model(cfg) -> vgg.Model:
 
 
 def random_vgg_variables(*, width_divisor: int = 1, seed: int = 0) -> dict:
-    """He-normal VGG16 conv variables up to pool3 built with numpy (tests and smoke runs only).
-
-    ``vgg.Model().init`` would do, but compiling its threefry initialisers costs seconds on a 2-core CPU.
-    Random features make the perceptual and style terms a smoke test of the code path, nothing more.
-    """
-    rng = np.random.default_rng(seed)
-    params, cin = {}, 3
-    for name, cout in zip(vgg.CONV_NAMES, [c for block in vgg.BLOCKS[:3] for c in block]):
-        cout //= width_divisor
-        std = np.float32(np.sqrt(2.0 / (9 * cin)))
-        params[name] = {"kernel": rng.standard_normal((3, 3, cin, cout), dtype=np.float32) * std,
-                        "bias": np.zeros((cout,), np.float32)}
-        cin = cout
-    return {"params": params}
+    """He-normal VGG16 conv variables up to pool3 (``vgg.random_variables``; tests and smoke runs only)."""
+    return vgg.random_variables(depth=16, num_convs=sum(len(block) for block in vgg.BLOCKS[:3]),
+                                width_divisor=width_divisor, seed=seed)
 
 
 def frozen_networks(config) -> dict:
