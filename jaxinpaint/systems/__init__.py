@@ -27,6 +27,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "lama": ("jaxinpaint.systems.lama", "SYSTEM"),
     "pconv": ("jaxinpaint.systems.pconv", "SYSTEM"),
     "deepfill_v2": ("jaxinpaint.systems.deepfill_v2", "SYSTEM"),
+    "ctsdg": ("jaxinpaint.systems.ctsdg", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
