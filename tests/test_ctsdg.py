@@ -244,7 +244,7 @@ def test_parameter_counts_and_key_coverage_at_full_width():
                                    ("Discriminator", d_vars, convert.DISCRIMINATOR_MODULES)):
         sd = {k: np.broadcast_to(np.float32(0), shape) for k, shape in sections[name].items()}
         assert len(sd) == counts[name][0]
-        filled, unknown = convert.map_state_dict(convert._check_aliases(sd, name), rules)
+        filled, unknown = convert.map_state_dict(convert.drop_aliases(sd, name), rules)
         assert unknown == [] and tree.differences(variables, tree.from_flat(filled)) == []
     assert generator.size_multiple == 128
 
@@ -465,7 +465,8 @@ def test_converter_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="Google Drive"):
         convert.load_original(str(tmp_path / "missing.pt"))
     assert convert.looks_like_ctsdg(["generator.ec_texture_1.conv.weight"])
-    assert not convert.looks_like_ctsdg(["model.1.ffc.convl2l.weight"])
+    assert convert.looks_like_ctsdg(["ec_texture_1.conv.weight"])
+    assert not convert.looks_like_ctsdg(["model.1.ffc.convl2l.weight", "texture_branch.conv1.0.weight_orig"])
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -98,9 +98,9 @@ def split_networks(sd: StateDict) -> dict[str, dict[str, np.ndarray]]:
 
 
 def looks_like_ctsdg(keys) -> bool:
-    """Whether state-dict keys hold a CTSDG generator or discriminator (bundled or bare)."""
-    return any(re.fullmatch(r"(generator\.)?ec_texture_1\.conv\.weight|"
-                            r"(discriminator\.)?texture_branch\.conv1\.0\.weight_orig", k) for k in keys)
+    """Whether state-dict keys hold a CTSDG generator (bundled or bare): what inference and ``convert`` need.
+    A discriminator-only file still converts with ``--system=ctsdg`` and loads through ``init_from``."""
+    return any(re.fullmatch(r"(generator\.)?ec_texture_1\.conv\.weight", k) for k in keys)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def _target(key: str, rules, value: np.ndarray):
     return None
 
 
-def _check_aliases(sd: StateDict, what: str) -> dict[str, np.ndarray]:
+def drop_aliases(sd: StateDict, what: str) -> dict[str, np.ndarray]:
     """Drops the branches' ``features.0.*`` keys after checking they equal ``conv1.0.*`` (the same module)."""
     kept = {}
     for key, value in sd.items():
@@ -209,7 +209,7 @@ def load_discriminator(sd: StateDict, what: str = "<state dict>"):
     """``(Discriminator, variables)`` from the original discriminator's state dict."""
     from jaxinpaint.systems.ctsdg.model import Discriminator
 
-    sd = _check_aliases(sd, what)
+    sd = drop_aliases(sd, what)
     width, image_channels = _shape(sd, "texture_branch.conv1.0.weight_orig", what)[:2]
     structure_channels = _shape(sd, "structure_branch.conv1.0.weight_orig", what)[1]
     edge_width = _shape(sd, "edge_detector.projection.0.weight", what)[0]

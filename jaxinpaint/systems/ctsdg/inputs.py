@@ -12,7 +12,8 @@ mask), and ``gray`` becomes float32 (PIL mode 'F').
 The released weights were trained on that input, so ``uint8_wrap=True`` (``config.inference.uint8_wrap``)
 reproduces it exactly; ``False`` is the corrected input: grey and edges of the [0, 1] image itself, for
 models trained from scratch. Both run Canny on the whole image, the hole included, as the original does in
-training and in ``test.py`` (the network sees ``edge·m`` and ``grey·m``; the discriminator the full maps).
+training and in ``test.py`` (the network sees ``edge·m`` and ``grey·m``; the discriminator the full maps); at
+inference, whatever the hole holds can therefore move edges within a few σ of its border.
 """
 
 from __future__ import annotations

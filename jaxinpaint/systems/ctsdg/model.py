@@ -229,11 +229,12 @@ class Bottleneck(nn.Module):
 
 
 class Projection(nn.Module):
-    """``Feature2Texture`` (3 channels, tanh) or ``Feature2Structure`` (1 channel, sigmoid)."""
+    """``Feature2Texture`` (RGB, tanh) or ``Feature2Structure`` (one edge channel, sigmoid)."""
 
     planes: int
     out_channels: int
     resolver: str  # 'texture_resolver' or 'structure_resolver' (the original's attribute names)
+    activation: str  # 'tanh' or 'sigmoid'
     dtype: Dtype = jnp.float32
     bn_groups: int = 1
 
@@ -241,7 +242,7 @@ class Projection(nn.Module):
     def __call__(self, x: jax.Array, *, train_bn: bool) -> jax.Array:
         y = Bottleneck(self.planes, self.dtype, self.bn_groups, name=self.resolver)(x, train_bn=train_bn)
         y = Conv2D(self.out_channels, 1, dtype=self.dtype, name="out_layer")(y).astype(jnp.float32)
-        return jnp.tanh(y) if self.out_channels == 3 else nn.sigmoid(y)
+        return jnp.tanh(y) if self.activation == "tanh" else nn.sigmoid(y)
 
 
 def _expand(mask: jax.Array, channels: int) -> jax.Array:
@@ -338,9 +339,9 @@ class Generator(_OriginalInit, nn.Module):
 
         common = dict(dtype=self.dtype, bn_groups=self.bn_groups)
         planes = max(self.width // 4, 1)
-        projected_image = Projection(planes, self.out_channels, "texture_resolver", **common,
+        projected_image = Projection(planes, self.out_channels, "texture_resolver", "tanh", **common,
                                      name="texture_feature_projection")(texture, train_bn=train_bn)
-        projected_edge = Projection(planes, 1, "structure_resolver", **common,
+        projected_edge = Projection(planes, 1, "structure_resolver", "sigmoid", **common,
                                     name="structure_feature_projection")(structure, train_bn=train_bn)
 
         fused = BiGFF(self.width, self.dtype, name="bigff")(texture, structure)
