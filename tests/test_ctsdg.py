@@ -306,6 +306,21 @@ def test_original_initialisation_and_frozen_batch_norm():
         jax.eval_shape(g.apply, variables, x, s, jnp.ones((2, 8, 8, 2)))
 
 
+def test_batch_norm_running_variance_as_pytorch_updates_it():
+    """The edge detector's BatchNorm option: running_var moves towards the unbiased batch variance."""
+    from jaxinpaint.nn.norm import BatchNorm
+
+    x = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, size=(2, 3, 5, 4)), jnp.float32)
+    for unbiased, ddof in ((True, 1), (False, 0)):
+        bn = BatchNorm(use_running_average=False, unbiased_running_var=unbiased)
+        variables = {"params": {"scale": jnp.ones(4), "bias": jnp.zeros(4)},
+                     "batch_stats": {"mean": jnp.zeros(4), "var": jnp.ones(4)}}
+        _, new = bn.apply(variables, x, mutable=["batch_stats"])
+        flat = np.asarray(x).reshape(-1, 4)
+        np.testing.assert_allclose(new["batch_stats"]["var"], 0.9 + 0.1 * flat.var(axis=0, ddof=ddof), rtol=1e-5)
+        np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * flat.mean(axis=0), rtol=1e-5)
+
+
 def test_objective_wiring_polarity_and_update_order():
     """Stub networks record their calls: G update = G once + D once (is_real=False, on the raw output, D in
     training mode); D update = D twice (real with Canny edges, then the carried fake)."""
