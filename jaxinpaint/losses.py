@@ -228,6 +228,27 @@ def hinge_generator_loss(*, fake_logits: Array) -> Array:
     return (-jnp.mean(fake_logits)).astype(jnp.float32)
 
 
+def binary_cross_entropy(*, probs: Array, targets: Array | float) -> Array:
+    """torch ``nn.BCELoss()`` on probabilities: mean of -(t·log p + (1 - t)·log(1 - p)), each log clamped at -100.
+
+    For the originals whose networks end in a sigmoid and train with ``nn.BCELoss`` (CTSDG's D and edge
+    maps; systems-more.md §1.3 item 11). The clamp makes p = 0 or 1 finite, as in PyTorch; a logits form
+    (log-sigmoid) would differ at saturation. Where p is exactly 0 or 1 the gradient of the clamped log is 0.
+
+    Args:
+      probs: probabilities in [0, 1], any shape.
+      targets: same shape (or a scalar such as 1.0 for "real"), in [0, 1].
+    """
+    targets = jnp.broadcast_to(jnp.asarray(targets, probs.dtype), probs.shape)
+
+    def clamped_log(x):  # log(x) >= -100 with a finite gradient at x = 0
+        positive = x > 0
+        return jnp.maximum(jnp.where(positive, jnp.log(jnp.where(positive, x, 1.0)), -100.0), -100.0)
+
+    loss = -(targets * clamped_log(probs) + (1.0 - targets) * clamped_log(1.0 - probs))
+    return jnp.mean(loss).astype(jnp.float32)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Feature-space losses.
 # ----------------------------------------------------------------------------------------------------------

@@ -940,13 +940,12 @@ def _as_mapping(obj: Any) -> Mapping | None:
 
 
 def _find_state_dict(obj: Any) -> Mapping | None:
-    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos), or of
-    EdgeConnect's ``{'iteration': n, 'generator': ...}`` / ``{'discriminator': ...}``."""
+    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos)."""
     mapping = _as_mapping(obj)
     for _ in range(4):
         if mapping is None:
             return None
-        for wrapper in ("state_dict", "model", "model_state_dict", "generator", "discriminator"):
+        for wrapper in ("state_dict", "model", "model_state_dict"):
             inner = _as_mapping(mapping.get(wrapper))
             if inner is not None:
                 mapping = inner
@@ -954,6 +953,21 @@ def _find_state_dict(obj: Any) -> Mapping | None:
         else:
             return mapping
     return mapping
+
+
+def _tensors(mapping: Mapping) -> dict[str, np.ndarray]:
+    return {k: v for k, v in mapping.items() if isinstance(k, str) and isinstance(v, np.ndarray)}
+
+
+def _bundled_tensors(mapping: Mapping) -> dict[str, np.ndarray]:
+    """The tensors of several state dicts saved in one dict, each under ``'<name>.'``: CTSDG's
+    ``{'n_iter': n, 'generator': sd, 'discriminator': sd}``, EdgeConnect's ``{'iteration': n, 'generator': sd}``."""
+    out = {}
+    for name, value in mapping.items():
+        inner = _as_mapping(value)
+        if isinstance(name, str) and inner is not None:
+            out.update({f"{name}.{k}": v for k, v in _tensors(inner).items()})
+    return out
 
 
 def _describe(obj: Any) -> str:
@@ -974,9 +988,10 @@ def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[
     """Read the tensors of a checkpoint as a flat ``{key: array}`` dict, without torch.
 
     Accepts a plain state dict (``.pth``/``.pt``), a PyTorch Lightning ``.ckpt`` (uses its ``state_dict``),
-    ``{'model': sd}``/``{'state_dict': sd}``/``{'model_state_dict': sd}`` wrappers, EdgeConnect's
-    ``{'generator': sd}``/``{'discriminator': sd}`` files, and ``.npz`` archives
-    (read with ``allow_pickle=False``; recognised by content, whatever the suffix).
+    ``{'model': sd}``/``{'state_dict': sd}``/``{'model_state_dict': sd}`` wrappers, several state dicts bundled
+    in one dict without top-level tensors (``{'generator': sd, 'discriminator': sd, 'n_iter': 5}``: keys
+    ``generator.<key>``, ``discriminator.<key>``), and ``.npz`` archives (read with ``allow_pickle=False``;
+    recognised by content, whatever the suffix).
 
     Args:
       path: the checkpoint file.
@@ -999,7 +1014,7 @@ def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[
         mapping = _find_state_dict(obj)
         if mapping is None:
             raise ValueError(f"{path}: holds {_describe(obj)}, not a state dict of tensors")
-        arrays = {k: v for k, v in mapping.items() if isinstance(k, str) and isinstance(v, np.ndarray)}
+        arrays = _tensors(mapping) or _bundled_tensors(mapping)
         if not arrays:
             keys = ", ".join(repr(k) for k in list(mapping)[:10])
             raise ValueError(f"{path}: the state dict holds no tensors (its keys: {keys})")

@@ -79,6 +79,9 @@ class BatchNorm(nn.Module):
         param_dtype: dtype of ``scale`` and ``bias``.
         axis_name: mapped axis name (``shard_map``/``pmap``) over which batch moments are averaged, exactly as
             Flax's ``axis_name``; not needed under plain ``jax.jit``.
+        unbiased_running_var: update ``var`` with the unbiased batch variance (× n / (n - 1), n the
+            elements per channel of a group), as PyTorch does; where a port is checked against PyTorch's
+            running statistics after a training-mode call (CTSDG's edge detector).
     """
 
     use_running_average: bool | None = None
@@ -88,6 +91,7 @@ class BatchNorm(nn.Module):
     dtype: Dtype | None = jnp.float32
     param_dtype: Dtype = jnp.float32
     axis_name: str | None = None
+    unbiased_running_var: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
@@ -122,8 +126,10 @@ class BatchNorm(nn.Module):
             mean, var = grouped_moments(x, groups, axis_name)
             if not self.is_initializing():
                 # Mean over equal-sized groups: the global mean, and the average within-group variance.
+                n = x.size // (features * groups)
+                running = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * jnp.mean(mean, axis=0)
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * jnp.mean(var, axis=0)
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * jnp.mean(running, axis=0)
 
         # Same arithmetic order as Flax's _normalize: (x - mean) * (rsqrt(var + eps) * scale) + bias.
         xg = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])

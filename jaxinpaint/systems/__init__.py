@@ -33,6 +33,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "deepfill_v1": ("jaxinpaint.systems.deepfill_v1", "SYSTEM"),
     "shift_net": ("jaxinpaint.systems.shift_net", "SYSTEM"),
     "edgeconnect": ("jaxinpaint.systems.edgeconnect", "SYSTEM"),
+    "ctsdg": ("jaxinpaint.systems.ctsdg", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}

@@ -57,10 +57,13 @@ class ConversionError(ValueError):
 
 
 def _strip_module(sd: StateDict) -> dict[str, np.ndarray]:
-    """Drops DataParallel's ``module.`` prefix when every key has it."""
-    if sd and all(k.startswith("module.") for k in sd):
-        return {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    """Drops the file's wrapper (``jaxinpaint.io.torch_pickle`` reads ``{'iteration': n, 'generator': sd}`` as
+    ``generator.<key>``) and DataParallel's ``module.`` prefix, each when every key has it."""
+    sd = dict(sd)
+    for prefix in ("generator.", "discriminator.", "module."):
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
 
 
 def network_kind(keys) -> str | None:
@@ -212,7 +215,7 @@ def convert_state_dict(sd: StateDict, *, fold_spectral_norm: bool = False, sourc
 def _read(path: str) -> dict[str, np.ndarray]:
     from jaxinpaint.io import torch_pickle
 
-    return torch_pickle.load_state_dict(path)  # unwraps {'generator': sd} / {'discriminator': sd}
+    return torch_pickle.load_state_dict(path)  # {'generator': sd} files arrive as generator.<key> (stripped later)
 
 
 def source_files(source: str | os.PathLike) -> list[str]:
