@@ -283,6 +283,6 @@ def test_progress_tqdm_bar_shows_losses():
     assert "10/10" in text and "loss_g 0.125" in text and "img/s" in text
 
 
-def test_format_duration():
-    assert [writers._format_duration(s) for s in (0.4, 35, 275, 7500, 97200)] == [
+def testformat_duration():
+    assert [writers.format_duration(s) for s in (0.4, 35, 275, 7500, 97200)] == [
         "0s", "35s", "4m35s", "2h05m", "1d03h"]

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0].replace("-", "_")
     if name not in COMMANDS:
-        print(f"jaxinpaint: error: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"jaxinpaint: error: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} (jaxinpaint --help)",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(argv[1:]) or 0)
