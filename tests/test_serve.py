@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -21,20 +19,13 @@ from PIL import Image
 from jaxinpaint import serve
 from jaxinpaint.cli import serve as serve_cli
 from jaxinpaint.data import photos
-from jaxinpaint.io import checkpoint
-from jaxinpaint.systems.lama.model import FFCResNetGenerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny random LaMa generator saved as `jaxinpaint convert` writes original weights."""
-    model = FFCResNetGenerator(ngf=8, n_downsampling=2, n_blocks=1)
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 4)))
-    path = tmp_path_factory.mktemp("serve") / "converted-lama"
-    checkpoint.save_models(path, "lama", {"generator": (model, variables)})
-    return str(path)
+def model_dir(tiny_lama_dir):
+    return tiny_lama_dir
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,9 @@ PROG = "jaxinpaint export"
 def _parser() -> common.ArgumentParser:
     from jaxinpaint import export
 
-    p = common.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = common.ArgumentParser(prog=PROG, description="Export a trained model's inference networks (EMA weights when "
+                              "kept) as safetensors + config.json + a model card, and a StableHLO artefact with "
+                              "symbolic sizes that runs without jaxinpaint.")
     p.add_argument("source", help="training workdir, converted directory, original weight file or export")
     p.add_argument("output", help="output directory (must not exist, or be empty)")
     p.add_argument("--step", type=int, default=None, help="workdir checkpoint step (default: the latest)")

@@ -24,7 +24,8 @@ PROG = "jaxinpaint serve"
 def _parser() -> common.ArgumentParser:
     from jaxinpaint import inference, serve
 
-    p = common.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    p = common.ArgumentParser(prog=PROG, description="A local web page to paint a mask over a photo and inpaint it "
+                              "with any loaded model or per-image method, and the JSON/HTTP endpoint behind it.")
     p.add_argument("--model", action="append", default=[], metavar="[NAME=]SOURCE",
                    help="a model to offer (repeatable): training workdir, converted directory, export, original "
                         "weight file; the first is the default")
