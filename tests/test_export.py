@@ -162,3 +162,17 @@ def test_export_user_mistakes(workdir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error:" in err[0]
     assert not any(p.exists() for p in (tmp_path / "o1", tmp_path / "o3", tmp_path / "o4"))
+
+
+def test_weights_only_export_of_a_converted_directory(tiny_lama_dir, tmp_path, capsys):
+    out = tmp_path / "weights-only"
+    assert export_cli.main([tiny_lama_dir, str(out), "--no_stablehlo"]) == 0
+    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["stablehlo"] is None and meta["provenance"] == {"model_dir": tiny_lama_dir}
+    assert meta["training"] == {} and meta["metrics"] == {}
+    assert "No evaluation recorded" in (out / "README.md").read_text()
+    image, mask = _inputs(24, 40, 3)
+    np.testing.assert_array_equal(jaxinpaint.load(str(out)).inpaint(image, mask[..., 0]),
+                                  jaxinpaint.load(tiny_lama_dir).inpaint(image, mask[..., 0]))
+
