@@ -728,9 +728,11 @@ class ProgressReporter:
         if self._last_step is None:  # end of the first step: compilation time, no rate yet
             self._last_step, self._last_time = step, now
             self.first_step_secs = elapsed
+            parts = [f"step {step}/{self.total_steps}", f"first step {elapsed:.1f}s (includes compilation)"]
             if self._bar is None:
-                self._emit([f"step {step}/{self.total_steps}",
-                            f"first step {elapsed:.1f}s (includes compilation)"] + self._scalar_text(scalars))
+                self._emit(parts + self._scalar_text(scalars))
+            else:  # above the bar, which shows rates only from now on
+                self._bar.write(" | ".join(parts), file=self._stream)
             return {}
         steps_since = step - self._last_step
         secs_since = now - self._last_time

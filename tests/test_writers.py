@@ -296,6 +296,7 @@ def test_progress_tqdm_bar_shows_losses():
             rep.report(step, {"loss_g": 0.125})
     text = out.getvalue()
     assert "10/10" in text and "loss_g 0.125" in text and "img/s" in text
+    assert "first step 1.0s (includes compilation)" in text  # on a terminal too
 
 
 def testformat_duration():
