@@ -11,4 +11,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["jaxinpaint", "jaxinpaint.*"]) + ["jaxinpaint.configs"],
     package_dir={"jaxinpaint.configs": "configs"},
+    package_data={"jaxinpaint.serve": ["page.html"]},  # jaxinpaint serve's page (inline script and style)
 )

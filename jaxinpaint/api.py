@@ -45,6 +45,7 @@ class Inpainter:
 
     def __init__(self, modulo: int = 8):
         self.modulo = int(modulo)
+        self.hd_strategy = inference.HDStrategy()
 
     # -- what subclasses implement ---------------------------------------------------------------------------
     def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
@@ -52,12 +53,15 @@ class Inpainter:
         raise NotImplementedError
 
     # -- the public API ---------------------------------------------------------------------------------------
-    def inpaint(self, image: Any, mask: Any) -> Any:
+    def inpaint(self, image: Any, mask: Any, *, hd_strategy: Any = None) -> Any:
         """Inpaints one image, or a batch (a list, or an (N, H, W, C) array, with as many masks).
 
         Returns the same kind it was given (PIL or numpy, uint8 or float, grey/RGB/RGBA); pixels outside the
-        hole are the input's, byte for byte.
+        hole are the input's, byte for byte. ``hd_strategy`` (``'original'``, ``'crop'``, ``'resize'``, a dict of
+        :class:`jaxinpaint.inference.HDStrategy` fields or one) overrides the inpainter's own (``load(...,
+        hd_strategy=)``) for large photos.
         """
+        strategy = self.hd_strategy if hd_strategy is None else inference.HDStrategy.of(hd_strategy)
         images, masks, batched = inference.split_batch(image, mask)
         arrays, kinds, holes = [], [], []
         for i, (im, m) in enumerate(zip(images, masks)):
@@ -70,7 +74,10 @@ class Inpainter:
         for shape, idx in inference.group_by_shape([a.shape[:2] for a in arrays]).items():
             rgb = np.stack([inference.to_rgb_float(arrays[i]) for i in idx])
             hole = np.stack([holes[i] for i in idx])
-            pred = self._predict_any_size(rgb, hole)
+            if strategy.mode == "original":
+                pred = self._predict_any_size(rgb, hole)
+            else:  # crops and resized copies differ per image
+                pred = [inference.hd_predict(self._predict_any_size, rgb[j], hole[j], strategy) for j in range(len(idx))]
             for j, i in enumerate(idx):
                 results[i] = inference.finish(arrays[i], kinds[i], pred[j], holes[i])
         return results if batched else results[0]
@@ -93,11 +100,14 @@ class ModelInpainter(Inpainter):
     kind = "trained"
 
     def __init__(self, system: contract.System, config: ml_collections.ConfigDict,
-                 models: Mapping[str, tuple[Any, Any]], *, source: str = "", modulo: int | None = None):
+                 models: Mapping[str, tuple[Any, Any]], *, source: str = "", modulo: int | None = None,
+                 provenance: Mapping[str, Any] | None = None):
         self.system = system
         self.name = system.name
         self.config = config
         self.source = source
+        #: where the weights come from (workdir and step, original file...), for exports' model cards
+        self.provenance = dict(provenance or {})
         self.models = dict(models)
         modules = {n: m for n, (m, _) in self.models.items()}
         multiple = system.size_multiple(modules)
@@ -110,7 +120,13 @@ class ModelInpainter(Inpainter):
             nets = contract.Nets(modules, params, states, train=False)
             return system.predict(nets, batch, config)["pred"]
 
-        self._run = jax.jit(run)
+        #: ``apply(params, states, batch) -> pred``, jitted: the whole model as one function (exports trace it)
+        self.apply = jax.jit(run)
+
+    @property
+    def variables(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(params, states)`` by network name, the first two arguments of :attr:`apply`."""
+        return self._variables
 
     def network(self, name: str) -> tuple[Any, Any]:
         """``(module, variables)`` of one network."""
@@ -124,7 +140,7 @@ class ModelInpainter(Inpainter):
             if key not in batch:
                 batch[key] = np.stack([e[key] for e in extras])
         params, states = self._variables
-        return np.asarray(self._run(params, states, {k: jnp.asarray(v) for k, v in batch.items()}))
+        return np.asarray(self.apply(params, states, {k: jnp.asarray(v) for k, v in batch.items()}))
 
 
 class SolverInpainter(Inpainter):
@@ -176,7 +192,7 @@ def _config_for_inference(config_dict: Mapping[str, Any]) -> ml_collections.Conf
 def _from_workdir(path: str, step: int | None, ema: bool, modulo):
     from jaxinpaint.io import checkpoint
 
-    config_dict, raw, _ = checkpoint.load_training_state(path, step)
+    config_dict, raw, step = checkpoint.load_training_state(path, step)
     config = _config_for_inference(config_dict)
     system = systems.get(config.system)
     networks = system.networks(config)
@@ -190,7 +206,8 @@ def _from_workdir(path: str, step: int | None, ema: bool, modulo):
         net = raw["nets"][name]
         params = net["ema"] if ema and net.get("ema") else net["params"]
         models[name] = (networks[name].module, jax.tree.map(jnp.asarray, {"params": params, **(net.get("state") or {})}))
-    return ModelInpainter(system, config, models, source=path, modulo=modulo)
+    return ModelInpainter(system, config, models, source=path, modulo=modulo,
+                          provenance={"workdir": path, "step": int(step), "ema": bool(ema)})
 
 
 def _from_model_dir(path: str, modulo):
@@ -200,13 +217,27 @@ def _from_model_dir(path: str, modulo):
     system = systems.get(name)
     config = ml_collections.ConfigDict({"system": name, "inference": {**system.default_inference(),
                                                                       **inference_cfg}})
-    return ModelInpainter(system, config, models, source=path, modulo=modulo)
+    original = checkpoint.read_metadata(path).get("source")
+    return ModelInpainter(system, config, models, source=path, modulo=modulo,
+                          provenance={"model_dir": path, **({"original": original} if original else {})})
+
+
+def _from_export(path: str, modulo):
+    from jaxinpaint import export
+
+    name, models, inference_cfg, meta = export.load_export(path)
+    system = systems.get(name)
+    config = ml_collections.ConfigDict({"system": name, "inference": {**system.default_inference(),
+                                                                      **inference_cfg}})
+    return ModelInpainter(system, config, models, source=path, modulo=modulo,
+                          provenance={**meta.get("provenance", {}), "export": path})
 
 
 def _from_original(path: str, modulo):
     system = systems.for_weights(path)
     config = ml_collections.ConfigDict({"system": system.name, "inference": system.default_inference()})
-    return ModelInpainter(system, config, system.load_original(path), source=path, modulo=modulo)
+    return ModelInpainter(system, config, system.load_original(path), source=path, modulo=modulo,
+                          provenance={"original": path})
 
 
 def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -219,7 +250,7 @@ def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_co
 
 
 def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool = False, seed: int = 0,
-         modulo: int | None = None, **options) -> Inpainter:
+         modulo: int | None = None, hd_strategy: Any = None, **options) -> Inpainter:
     """An inpainter for ``source`` (see the module docstring).
 
     Args:
@@ -229,6 +260,8 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
       refine: wrap the model in LaMa's high-resolution refinement.
       seed: the seed of a solver's random choices (same input and seed, same output).
       modulo: pad H and W to a multiple of this (combined with the model's own requirement; LaMa pads to 8).
+      hd_strategy: how large photos are inpainted: ``'original'`` (default), ``'crop'``, ``'resize'``, or a
+        dict of :class:`jaxinpaint.inference.HDStrategy` fields (IOPaint's HD strategies).
       **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``; for a trained model,
         ``config.inference`` fields (e.g. ``postprocess=True`` for GLCIC).
 
@@ -236,6 +269,13 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
       FileNotFoundError: ``source`` is neither a known solver nor an existing path.
       ValueError: the path is not a model jaxinpaint can load (the message says why).
     """
+    strategy = inference.HDStrategy.of(hd_strategy)
+    model = _load(source, step=step, ema=ema, refine=refine, seed=seed, modulo=modulo, **options)
+    model.hd_strategy = strategy
+    return model
+
+
+def _load(source, *, step, ema, refine, seed, modulo, **options) -> Inpainter:
     if isinstance(source, str) and not os.path.exists(source) and source in systems.names("solver"):
         solver = systems.get(source)
         return SolverInpainter(solver, _solver_config(solver, options), seed=seed, modulo=modulo)
@@ -251,10 +291,16 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
     elif step is not None:
         raise ValueError(f"step={step} applies to training workdirs only; {path} is not one")
     elif os.path.isdir(path):
-        if not checkpoint.is_model_dir(path):
+        from jaxinpaint import export
+
+        if export.is_export_dir(path):
+            model = _from_export(path, modulo)
+        elif checkpoint.is_model_dir(path):
+            model = _from_model_dir(path, modulo)
+        else:
             raise FileNotFoundError(f"{path} is neither a training workdir (checkpoints/) nor a model directory "
-                                    f"({checkpoint.METADATA}, written by `jaxinpaint convert SOURCE DIR`)")
-        model = _from_model_dir(path, modulo)
+                                    f"({checkpoint.METADATA}, written by `jaxinpaint convert SOURCE DIR`) nor an "
+                                    f"export ({export.CONFIG}, written by `jaxinpaint export SOURCE DIR`)")
     else:
         model = _from_original(path, modulo)
     if refine:
@@ -276,4 +322,5 @@ def _with_inference_options(model: ModelInpainter, options: Mapping[str, Any], m
                         f"{sorted(known) or 'none'}")
     config = ml_collections.ConfigDict(model.config.to_dict())
     config.inference.update(dict(options))
-    return ModelInpainter(model.system, config, model.models, source=model.source, modulo=modulo)
+    return ModelInpainter(model.system, config, model.models, source=model.source, modulo=modulo,
+                          provenance=model.provenance)

@@ -177,3 +177,136 @@ def group_by_shape(shapes: Sequence[tuple[int, int]]) -> dict[tuple[int, int], l
     for i, s in enumerate(shapes):
         groups.setdefault(tuple(s), []).append(i)
     return groups
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Large photos: IOPaint's "HD strategies".
+# ------------------------------------------------------------------------------------------------------------
+
+HD_MODES = ("original", "crop", "resize")
+
+
+@dataclasses.dataclass(frozen=True)
+class HDStrategy:
+    """How a photo larger than the model was trained for is inpainted (IOPaint's ``hd_strategy``).
+
+    * ``'original'``: the whole photo at its own size (LaMa's ``predict.py``; the default of the API and
+      ``predict``);
+    * ``'crop'``: when the long side exceeds ``crop_trigger``, each group of holes is inpainted on a crop of
+      the photo around it, ``crop_margin`` pixels of context on every side (shifted inwards at the borders,
+      as IOPaint does), and only that group's hole pixels are pasted back. Holes whose crops would overlap
+      share one crop. Crop sides are rounded up to multiples of ``crop_round`` (within the photo) so that
+      strokes of similar sizes reuse one compiled program;
+    * ``'resize'``: when the long side exceeds ``resize_limit``, the photo is inpainted at a copy whose long
+      side is ``resize_limit`` (bicubic; a pixel is a hole in the copy when any of its area is) and the
+      result is scaled back (bicubic) and pasted into the hole only.
+
+    IOPaint's defaults: trigger 800, margin 128, resize limit 1280. Pixels outside the hole are the input's,
+    byte for byte, whatever the strategy.
+    """
+
+    mode: str = "original"
+    crop_trigger: int = 800
+    crop_margin: int = 128
+    resize_limit: int = 1280
+    crop_round: int = 64
+
+    def __post_init__(self):
+        if self.mode not in HD_MODES:
+            raise InputError(f"hd_strategy: unknown mode {self.mode!r}; choose one of {', '.join(HD_MODES)}")
+        for name in ("crop_trigger", "crop_margin", "resize_limit", "crop_round"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < (0 if name == "crop_margin" else 1):
+                raise InputError(f"hd_strategy: {name} must be a {'non-negative' if name == 'crop_margin' else 'positive'}"
+                                 f" integer, got {value!r}")
+
+    @classmethod
+    def of(cls, value: Any) -> HDStrategy:
+        """An ``HDStrategy`` from itself, ``None`` (original), a mode name or a dict of fields."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(mode=value.lower())
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+            if unknown:
+                raise InputError(f"hd_strategy: unknown field(s) {unknown}")
+            return cls(**value)
+        raise InputError(f"hd_strategy: expected a mode name ({', '.join(HD_MODES)}), a dict or an HDStrategy, got "
+                         f"{type(value).__name__}")
+
+
+def crop_windows(hole: np.ndarray, margin: int, round_to: int = 1
+                 ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """``[((top, bottom, left, right), pixels), ...]``: one crop window per group of holes, and the hole pixels
+    (a bool (H, W) map) that the group's result fills.
+
+    Holes are 8-connected components; each gets a window of its bounding box plus ``margin`` on every side,
+    centred on the box and shifted back inside the image at the borders (IOPaint's ``_crop_box``), sides rounded
+    up to ``round_to``. Components whose windows overlap are merged (their union box gets one window), so no
+    pixel is filled twice and every fill sees its whole hole.
+    """
+    import scipy.ndimage
+
+    h, w = hole.shape
+    labels, n = scipy.ndimage.label(hole, structure=np.ones((3, 3), bool))
+    boxes = [(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in scipy.ndimage.find_objects(labels)]
+    groups = [[i + 1] for i in range(n)]
+
+    def window(box):
+        top, bottom, left, right = box
+        out = []
+        for lo, hi, size in ((top, bottom, h), (left, right, w)):
+            side = min(size, -(-(hi - lo + 2 * margin) // round_to) * round_to)
+            start = min(max((lo + hi) // 2 - side // 2, 0), size - side)
+            out += [start, start + side]
+        return tuple(out)
+
+    def overlap(a, b):
+        return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+    merged = True
+    while merged:  # union boxes until no two windows overlap
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                if overlap(window(boxes[i]), window(boxes[j])):
+                    a, b = boxes[i], boxes.pop(j)
+                    boxes[i] = (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+                    groups[i] += groups.pop(j)
+                    merged = True
+                    break
+            if merged:
+                break
+    return [(window(box), np.isin(labels, group)) for box, group in zip(boxes, groups)]
+
+
+def _resize_float(x: np.ndarray, size: tuple[int, int], resample=Image.Resampling.BICUBIC) -> np.ndarray:
+    """(H, W, C) float32 -> (size[0], size[1], C), channel by channel through Pillow's float mode."""
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c]), "F").resize((size[1], size[0]), resample))
+              for c in range(x.shape[-1])]
+    return np.stack(planes, axis=-1)
+
+
+def hd_predict(predict, rgb: np.ndarray, hole: np.ndarray, strategy: HDStrategy) -> np.ndarray:
+    """The prediction (H, W, 3) for one photo under ``strategy``; ``predict(images, holes)`` works on batches of
+    any size ((N, h, w, 3) float, (N, h, w) bool). Only the hole of the result is meaningful: callers paste it
+    into the input (:func:`finish`)."""
+    h, w = hole.shape
+    if strategy.mode == "crop" and max(h, w) > strategy.crop_trigger and hole.any():
+        out = rgb.copy()
+        for (top, bottom, left, right), pixels in crop_windows(hole, strategy.crop_margin, strategy.crop_round):
+            window = np.s_[top:bottom, left:right]
+            pred = predict(rgb[window][None], hole[window][None])[0]
+            out[window][pixels[window]] = pred[pixels[window]]
+        return out
+    if strategy.mode == "resize" and max(h, w) > strategy.resize_limit:
+        scale = strategy.resize_limit / max(h, w)
+        small = (max(1, round(h * scale)), max(1, round(w * scale)))
+        small_rgb = np.clip(_resize_float(rgb, small), 0.0, 1.0)
+        small_hole = _resize_float(hole[..., None].astype(np.float32), small, Image.Resampling.BOX)[..., 0] > 0
+        pred = predict(small_rgb[None], small_hole[None])[0]
+        return np.clip(_resize_float(pred.astype(np.float32), (h, w)), 0.0, 1.0)
+    return predict(rgb[None], hole[None])[0]

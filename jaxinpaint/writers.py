@@ -67,8 +67,9 @@ class MetricWriter(Protocol):
     def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
         """Writes text values for one step."""
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
-        """Writes the run's hyperparameters (e.g. a flattened config)."""
+    def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
+        """Writes the run's hyperparameters (e.g. a config) and the names of its final metrics (scalars already
+        written under those names), which TensorBoard's HParams view shows beside them."""
 
     def flush(self) -> None:
         """Makes everything written so far durable / visible."""
@@ -165,12 +166,41 @@ def tile_images(images: np.ndarray, *, ncols: int | None = None, separator: int 
     return out
 
 
+def _label_band(labels: Sequence[str], cell_width: int, stride: int, width: int, background: int) -> np.ndarray:
+    """A uint8 [h, width, 3] strip with ``labels[k]`` centred over the column starting at ``k * stride``.
+
+    Pillow's bundled font (no font file needed), shrunk to fit the narrowest column, then cut with an ellipsis.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    def font(size):
+        try:
+            return ImageFont.load_default(size=size)
+        except TypeError:  # Pillow without FreeType: the fixed bitmap font
+            return ImageFont.load_default()
+
+    size = max(8, min(14, cell_width // 6))
+    while size > 8 and max(font(size).getlength(t) for t in labels) > cell_width - 4:
+        size -= 1
+    face = font(size)
+    height = size + 8
+    band = Image.new("RGB", (width, height), (background,) * 3)
+    draw = ImageDraw.Draw(band)
+    ink = (0, 0, 0) if background > 127 else (255, 255, 255)
+    for k, text in enumerate(labels):
+        while len(text) > 1 and face.getlength(text) > cell_width - 4:
+            text = text[:-2] + "…"
+        x = k * stride + (cell_width - face.getlength(text)) / 2
+        draw.text((x, (height - size) / 2 - 1), text, fill=ink, font=face)
+    return np.asarray(band)
+
+
 def image_grid(columns: Sequence[np.ndarray], *, separator: int = 2, separator_value: int = 255,
-               max_rows: int | None = None) -> np.ndarray:
+               max_rows: int | None = None, labels: Sequence[str] | None = None) -> np.ndarray:
     """Builds a sample grid with one row per example and the given columns, as uint8 [H', W', 3].
 
-    The trainer's periodic grids use columns ``[masked input | mask | prediction | composite | target]``.
-    Masks ([N, H, W, 1] or [N, H, W]) are shown as 3-channel grey images (white = hole).
+    The trainer's periodic grids use columns ``[masked input | mask | prediction | composite | target]``,
+    labelled so. Masks ([N, H, W, 1] or [N, H, W]) are shown as 3-channel grey images (white = hole).
 
     Args:
       columns: arrays [N, H, W, 3], [N, H, W, 1] or [N, H, W], float in [0, 1], bool or uint8, all with
@@ -178,10 +208,14 @@ def image_grid(columns: Sequence[np.ndarray], *, separator: int = 2, separator_v
       separator: width in pixels of the lines between cells.
       separator_value: uint8 grey level of those lines.
       max_rows: show at most this many examples.
+      labels: one title per column, written in a band above the grid.
 
     Returns:
-      uint8 array of shape ``(R*H + (R-1)*separator, K*W + (K-1)*separator, 3)`` with R rows and K columns.
+      uint8 array of shape ``(R*H + (R-1)*separator, K*W + (K-1)*separator, 3)`` with R rows and K columns
+      (plus the label band's height on top when ``labels`` are given).
     """
+    if labels is not None and len(labels) != len(columns):
+        raise ValueError(f"image_grid: {len(labels)} labels for {len(columns)} columns")
     if not columns:
         raise ValueError("image_grid: at least one column is needed")
     cells = []
@@ -208,6 +242,8 @@ def image_grid(columns: Sequence[np.ndarray], *, separator: int = 2, separator_v
         for k, arr in enumerate(cells):
             y, x = r * (h + separator), k * (w + separator)
             out[y:y + h, x:x + w] = arr[r]
+    if labels is not None:
+        out = np.concatenate([_label_band(labels, w, w + separator, out.shape[1], separator_value), out], axis=0)
     return out
 
 
@@ -228,7 +264,7 @@ class _BaseWriter:
     def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
         """Ignored by this backend."""
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """Ignored by this backend."""
 
     def flush(self) -> None:
@@ -420,12 +456,14 @@ class TensorBoardWriter(_BaseWriter):
         for name, text in texts.items():
             self._writer.add_text(str(name), str(text), global_step=step)
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """Writes an HParams-plugin session into this run (tensorboardX's ``add_hparams`` would open a
-        separate, timestamp-named run instead)."""
+        separate, timestamp-named run instead). Numbers and booleans stay typed, so the HParams view can sort
+        and plot them; ``metrics`` names the scalars of this run the view shows per session (their last
+        values), e.g. the final losses and evaluation results."""
         from tensorboardX.summary import hparams as hparams_summary
 
-        for summary in hparams_summary(_flatten_hparams(hparams), {}):
+        for summary in hparams_summary(_flatten_hparams(hparams), {str(k): 0.0 for k in (metrics or {})}):
             self._writer.file_writer.add_summary(summary)
 
     def flush(self) -> None:
@@ -501,7 +539,7 @@ class LoggingWriter(_BaseWriter):
         for name, text in texts.items():
             self._logger.log(self._level, "[%d] %s: %s", step, name, text)
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """One line with the flattened hyperparameters."""
         self._logger.log(self._level, "hparams: %s", _flatten_hparams(hparams))
 
@@ -528,10 +566,10 @@ class MultiWriter(_BaseWriter):
         for w in self.writers:
             w.write_texts(step, texts)
 
-    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """Forwards to every writer."""
         for w in self.writers:
-            w.write_hparams(hparams)
+            w.write_hparams(hparams, metrics)
 
     def flush(self) -> None:
         """Flushes every writer."""
@@ -545,7 +583,7 @@ class MultiWriter(_BaseWriter):
 
 
 def create_default_writer(workdir: str | os.PathLike, *, process_index: int = 0, tensorboard: bool = True,
-                          resume_step: int | None = None) -> MultiWriter:
+                          resume_step: int | None = None, log: bool = True) -> MultiWriter:
     """The writer set a training run uses, like CLU's ``create_default_writer``.
 
     Process 0 logs and writes ``<workdir>/metrics.jsonl``, ``<workdir>/images/*.png`` and, when
@@ -559,8 +597,9 @@ def create_default_writer(workdir: str | os.PathLike, *, process_index: int = 0,
       tensorboard: whether to write TensorBoard event files.
       resume_step: the step of the restored checkpoint when resuming; JSONL lines and TensorBoard events
         written after it by the interrupted run are dropped.
+      log: also log everything written (off in the trainer, whose progress reporter prints each report once).
     """
-    writers: list[MetricWriter] = [LoggingWriter()]
+    writers: list[MetricWriter] = [LoggingWriter()] if log else []
     if process_index == 0:
         workdir = pathlib.Path(workdir)
         writers.append(JsonlWriter(workdir / "metrics.jsonl", resume_step=resume_step))
@@ -579,7 +618,7 @@ def create_default_writer(workdir: str | os.PathLike, *, process_index: int = 0,
 # ----------------------------------------------------------------------------------------------------
 
 
-def _format_duration(secs: float) -> str:
+def format_duration(secs: float) -> str:
     """35s, 4m35s, 2h05m, 1d03h: short enough for a log line, precise enough for an ETA."""
     if not math.isfinite(secs):
         return "?"
@@ -689,9 +728,11 @@ class ProgressReporter:
         if self._last_step is None:  # end of the first step: compilation time, no rate yet
             self._last_step, self._last_time = step, now
             self.first_step_secs = elapsed
+            parts = [f"step {step}/{self.total_steps}", f"first step {elapsed:.1f}s (includes compilation)"]
             if self._bar is None:
-                self._emit([f"step {step}/{self.total_steps}",
-                            f"first step {elapsed:.1f}s (includes compilation)"] + self._scalar_text(scalars))
+                self._emit(parts + self._scalar_text(scalars))
+            else:  # above the bar, which shows rates only from now on
+                self._bar.write(" | ".join(parts), file=self._stream)
             return {}
         steps_since = step - self._last_step
         secs_since = now - self._last_time
@@ -709,8 +750,8 @@ class ProgressReporter:
         self._last_step, self._last_time = step, now
         if self._bar is None:
             self._emit([f"step {step}/{self.total_steps}", f"{_format_rate(steps_per_sec)} steps/s",
-                        f"{_format_rate(img_per_sec)} img/s", f"ETA {_format_duration(eta)}",
-                        f"elapsed {_format_duration(elapsed)}"] + self._scalar_text(scalars))
+                        f"{_format_rate(img_per_sec)} img/s", f"ETA {format_duration(eta)}",
+                        f"elapsed {format_duration(elapsed)}"] + self._scalar_text(scalars))
         else:  # tqdm shows steps/s and the ETA itself; add img/s (excluding compilation) to the postfix
             self._bar_rate = [f"{_format_rate(img_per_sec)} img/s"]
             self._bar.set_postfix_str(", ".join(self._bar_rate + self._bar_scalars), refresh=True)

@@ -44,3 +44,16 @@ def run_update(loss_fn, modules, variables, batch, config, *, carry=None, frozen
                            rng=jax.random.key(1), step=jax.numpy.asarray(step))
     loss, metrics, outputs = loss_fn(ctx)
     return loss, metrics, outputs, nets.states
+
+
+@pytest.fixture(scope="session")
+def tiny_lama_dir(tmp_path_factory):
+    """A tiny random LaMa generator (ngf 8, 2 down-samplings, 1 block) saved as `jaxinpaint convert` writes one."""
+    from jaxinpaint.io import checkpoint
+    from jaxinpaint.systems.lama.model import FFCResNetGenerator
+
+    model = FFCResNetGenerator(ngf=8, n_downsampling=2, n_blocks=1)
+    variables = jax.jit(model.init)(jax.random.key(0), jax.numpy.zeros((1, 32, 32, 4)))  # one compile, not per op
+    path = tmp_path_factory.mktemp("tiny_lama") / "converted-lama"
+    checkpoint.save_models(path, "lama", {"generator": (model, variables)})
+    return str(path)

@@ -144,6 +144,21 @@ def test_image_grid_layout_and_content():
     assert writers.image_grid([image, mask], max_rows=1).shape == (h, 2 * w + 2, 3)
 
 
+def test_image_grid_labels():
+    cells = [np.full((2, 48, 64, 3), v, np.float32) for v in (0.0, 0.5, 1.0)]
+    plain = writers.image_grid(cells)
+    labelled = writers.image_grid(cells, labels=["masked input", "prediction", "a very long column title"])
+    band = labelled[: labelled.shape[0] - plain.shape[0]]
+    assert band.shape[0] >= 14 and band.shape[1] == plain.shape[1]
+    np.testing.assert_array_equal(labelled[band.shape[0]:], plain)  # the grid itself is unchanged
+    for k in range(3):  # dark text inside each column's own span, nothing in the separators
+        span = band[:, k * 66:k * 66 + 64]
+        assert span.min() < 100, k
+    assert np.all(band[:, 64:66] == 255) and np.all(band[:, 130:132] == 255)
+    with pytest.raises(ValueError, match="2 labels for 3 columns"):
+        writers.image_grid(cells, labels=["a", "b"])
+
+
 def test_image_grid_rejects_mismatched_columns():
     with pytest.raises(ValueError, match="column 1 has N, H, W"):
         writers.image_grid([np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 9, 1))])
@@ -281,8 +296,9 @@ def test_progress_tqdm_bar_shows_losses():
             rep.report(step, {"loss_g": 0.125})
     text = out.getvalue()
     assert "10/10" in text and "loss_g 0.125" in text and "img/s" in text
+    assert "first step 1.0s (includes compilation)" in text  # on a terminal too
 
 
-def test_format_duration():
-    assert [writers._format_duration(s) for s in (0.4, 35, 275, 7500, 97200)] == [
+def testformat_duration():
+    assert [writers.format_duration(s) for s in (0.4, 35, 275, 7500, 97200)] == [
         "0s", "35s", "4m35s", "2h05m", "1d03h"]

@@ -6,6 +6,8 @@
     jaxinpaint convert SOURCE OUTPUT_DIR                       # the original authors' weights
     jaxinpaint make_eval_set --input_dir=PHOTOS --output_dir=EVALSET
     jaxinpaint demo --workdir=workdirs/demo                    # short training + inpainting on built-in photos
+    jaxinpaint export SOURCE OUT                               # safetensors + StableHLO + model card
+    jaxinpaint serve --model=SOURCE                            # a local page: paint a mask, inpaint, download
 
 Every command also runs as ``python -m jaxinpaint.<command>``; ``jaxinpaint <command> --help`` lists its flags.
 User mistakes are reported as one ``error:`` line with exit status 2.
@@ -23,6 +25,8 @@ COMMANDS = {
     "convert": ("jaxinpaint.cli.convert", "convert the original authors' weights into a model directory"),
     "make_eval_set": ("jaxinpaint.cli.make_eval_set", "write fixed image/mask evaluation pairs (LaMa's tool)"),
     "demo": ("jaxinpaint.cli.demo", "the main job: short training on built-in photos, then inpainting"),
+    "export": ("jaxinpaint.cli.export", "a model's inference networks as safetensors + StableHLO + a model card"),
+    "serve": ("jaxinpaint.cli.serve", "a local web page (and JSON/HTTP endpoint) to paint masks and inpaint"),
 }
 
 
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0].replace("-", "_")
     if name not in COMMANDS:
-        print(f"jaxinpaint: error: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"jaxinpaint: error: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)} (jaxinpaint --help)",
+              file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
     return int(module.main(argv[1:]) or 0)

@@ -10,7 +10,6 @@ output directory (written atomically; it must not exist or be empty) is what ``j
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -19,16 +18,17 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from jaxinpaint.cli import common
+
 log = logging.getLogger("jaxinpaint.convert")
 
 
-class UsageError(Exception):
-    """A user mistake: printed as one ``error:`` line, exit status 2."""
+UsageError = common.UsageError
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="jaxinpaint convert", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def _parser() -> common.ArgumentParser:
+    p = common.ArgumentParser(
+        prog="jaxinpaint convert",
         description="Convert an inpainting system's original released weights into a jaxinpaint model "
                     "directory (for jaxinpaint.load, predict, evaluate and --config.init_from). Needs no PyTorch.")
     p.add_argument("source", help="original weight file, e.g. big-lama/models/best.ckpt")
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                    "file's keys)")
     p.add_argument("--no-discriminator", action="store_true",
                    help="keep only the networks inference needs, even if the source has a discriminator")
+    common.add_verbose(p)
     return p
 
 
@@ -74,8 +75,7 @@ def convert(source: str, output: str, *, system: str = "auto", discriminator: bo
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    common.setup_logging(args.verbose, stream=sys.stdout)
     try:
         if not os.path.exists(args.source):
             raise UsageError(f"{args.source}: no such file (the original weights are not downloaded "
@@ -84,11 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"{args.output} exists and is not an empty directory; choose a new output directory")
         name = convert(args.source, args.output, system=args.system, discriminator=not args.no_discriminator)
     except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, e)
     except (ValueError, OSError) as e:  # not a weight file of that system, unreadable, refused pickle
-        print(f"{parser.prog}: error: {args.source}: {e}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, f"{args.source}: {e}")
     log.info("wrote %s (%s)", args.output, name)
     return 0
 

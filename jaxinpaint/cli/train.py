@@ -18,7 +18,6 @@ files or data) are reported as one ``error:`` line with exit status 2; nothing i
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +40,8 @@ def _flag_values(argv: list[str]) -> flags.FlagValues:
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-host)", flag_values=fv)
     flags.DEFINE_integer("num_processes", None, "number of processes (multi-host)", flag_values=fv)
     flags.DEFINE_integer("process_id", None, "index of this process (multi-host)", flag_values=fv)
+    flags.DEFINE_bool("verbose", False, "also show the INFO logs of JAX, orbax and absl (backend probing, checkpoint "
+                      "internals)", flag_values=fv)
     return fv
 
 
@@ -68,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help", "--helpfull") for a in argv):
         fv = _flag_values([])
         print(__doc__.strip() + "\n\nflags:")
-        for name in ("config", "workdir", "multihost", "coordinator_address", "num_processes", "process_id"):
+        for name in ("config", "workdir", "multihost", "coordinator_address", "num_processes", "process_id",
+                     "verbose"):
             flag = fv[name]
             print(f"  --{name}: {flag.help} (default: {flag.default!r})")
         print("  --config.<field>=<value>: override any field of the config")
@@ -90,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not fv["workdir"].value:
         return _error("--workdir is required")
 
+    from jaxinpaint.cli import common
+
+    # Before JAX starts its backends: their probing logs "Failed to open libtpu.so" at INFO on CPU machines.
+    common.setup_logging(fv["verbose"].value, stream=sys.stdout, fmt="%(asctime)s %(message)s")
     import jax
 
     if fv["multihost"].value or fv["coordinator_address"].value:
@@ -97,9 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=fv["coordinator_address"].value,
                                    num_processes=fv["num_processes"].value, process_id=fv["process_id"].value)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format=f"%(asctime)s [p{jax.process_index()}] %(name)s: %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every checkpoint write at INFO
+    if jax.process_count() > 1:  # say which host a line comes from
+        common.setup_logging(fv["verbose"].value, stream=sys.stdout,
+                             fmt=f"%(asctime)s [p{jax.process_index()}] %(message)s")
     from jaxinpaint import systems
     from jaxinpaint.data import EmptyDatasetError
     from jaxinpaint.io.tree import TreeMismatchError

@@ -45,6 +45,9 @@ def spectrum_channels(x: jax.Array) -> jax.Array:
     ``stack((re, im), -1).permute(0, 1, 4, 2, 3).view(...)``.
     """
     n, h, _, c = x.shape
+    if not _static(x.shape[1:3]):  # jax.export with symbolic H, W (see _rfft2_dft)
+        re, im = _rfft2_dft(x.astype(jnp.float32))
+        return jnp.stack([re, im], axis=-1).reshape(n, h, re.shape[2], 2 * c)
     spectrum = jnp.fft.rfft2(x.astype(jnp.float32), axes=(1, 2), norm="ortho")
     return jnp.stack([spectrum.real, spectrum.imag], axis=-1).reshape(n, h, spectrum.shape[2], 2 * c)
 
@@ -56,7 +59,59 @@ def channels_to_image(y: jax.Array, size: tuple[int, int]) -> jax.Array:
     """
     n, h, wf, c2 = y.shape
     y = y.astype(jnp.float32).reshape(n, h, wf, c2 // 2, 2)
+    if not _static(size):
+        return _irfft2_dft(y[..., 0], y[..., 1], size)
     return jnp.fft.irfft2(jax.lax.complex(y[..., 0], y[..., 1]), s=size, axes=(1, 2), norm="ortho")
+
+
+# ---- The same transforms as DFT matrix products, for symbolic (jax.export) shapes ---------------------------
+# XLA's FFT needs constant lengths (JAX cannot lower stablehlo.fft with a symbolic fft_length), so a model
+# exported with symbolic height and width computes the two transforms as products with cos/sin matrices built
+# from iotas of the symbolic sizes. Same result up to float32 rounding (~1e-6 at LaMa's bottleneck sizes), at
+# O(H + W) instead of O(log HW) multiply-adds per value; only the export takes this path.
+
+
+def _static(dims) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def _dft_angles(rows, cols, size):
+    """``2 pi (k n mod size) / size`` for k < rows, n < cols (the reduction keeps float32 angles exact)."""
+    k = jax.lax.broadcasted_iota(jnp.int32, (rows, cols), 0)
+    n = jax.lax.broadcasted_iota(jnp.int32, (rows, cols), 1)
+    size_i = jnp.asarray(size, jnp.int32)
+    return (2 * jnp.pi) * ((k * n) % size_i).astype(jnp.float32) / size_i.astype(jnp.float32)
+
+
+def _mm(spec, a, b):
+    return jnp.einsum(spec, a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _rfft2_dft(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``rfft2(x, axes=(1, 2), norm='ortho')`` of a real (N, H, W, C) array as (real, imag) DFT products."""
+    _, h, w, _ = x.shape
+    aw = _dft_angles(w // 2 + 1, w, w)
+    re, im = _mm("kw,nhwc->nhkc", jnp.cos(aw), x), -_mm("kw,nhwc->nhkc", jnp.sin(aw), x)
+    ah = _dft_angles(h, h, h)
+    ch, sh = jnp.cos(ah), jnp.sin(ah)
+    scale = jax.lax.rsqrt(jnp.asarray(h * w, jnp.float32))
+    return ((_mm("kh,nhwc->nkwc", ch, re) + _mm("kh,nhwc->nkwc", sh, im)) * scale,
+            (_mm("kh,nhwc->nkwc", ch, im) - _mm("kh,nhwc->nkwc", sh, re)) * scale)
+
+
+def _irfft2_dft(re: jax.Array, im: jax.Array, size) -> jax.Array:
+    """``irfft2(re + i im, s=size, axes=(1, 2), norm='ortho')`` as DFT products (Im of DC/Nyquist ignored)."""
+    h, w = size
+    ah = _dft_angles(h, h, h)
+    ch, sh = jnp.cos(ah), jnp.sin(ah)
+    re, im = (_mm("hk,nkwc->nhwc", ch, re) - _mm("hk,nkwc->nhwc", sh, im),
+              _mm("hk,nkwc->nhwc", ch, im) + _mm("hk,nkwc->nhwc", sh, re))
+    wf = re.shape[2]
+    aw = _dft_angles(w, wf, w)
+    k = jax.lax.broadcasted_iota(jnp.int32, (1, wf), 1)
+    weight = jnp.where((k == 0) | (2 * k == jnp.asarray(w, jnp.int32)), 1.0, 2.0)  # Hermitian half-spectrum
+    out = _mm("wk,nhkc->nhwc", jnp.cos(aw) * weight, re) - _mm("wk,nhkc->nhwc", jnp.sin(aw) * weight, im)
+    return out * jax.lax.rsqrt(jnp.asarray(h * w, jnp.float32))
 
 
 # Tuning constants, fixed at import (benchmarks/model.py patches them only to compare variants; the

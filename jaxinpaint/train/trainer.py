@@ -29,6 +29,7 @@ import math
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -400,14 +401,31 @@ def check_resume_compatible(workdir: str, stored: Mapping[str, Any], current: Ma
                                    "new --workdir, or --config.init_from to start from its weights")
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def _metrics_text(metrics: Mapping[str, float], prefix: str = "") -> str:
+    return " | ".join(f"{k.removeprefix(prefix)} {v:.4g}" for k, v in metrics.items() if k != "eval/num_examples")
+
+
+def _summary(workdir: str, start: int, step: int, total: int, seconds: float, first_step_secs: float | None,
+             losses: Mapping[str, float], eval_metrics: Mapping[str, float], eval_step: int | None,
+             last_saved: int | None, writes_files: bool) -> None:
+    """The end-of-run lines: steps and time, final losses, last evaluation, where the outputs are."""
+    rate = ""
+    if first_step_secs is not None and step - start > 1 and seconds > first_step_secs:
+        rate = f"; first step {first_step_secs:.1f}s incl. compilation, then " \
+               f"{(step - start - 1) / (seconds - first_step_secs):.3g} steps/s"
+    done = "finished" if step >= total else "stopped"
+    log.info("%s: steps %d -> %d of %d in %s%s", done, start, step, total, writers.format_duration(seconds), rate)
+    if losses:
+        log.info("final losses: %s", _metrics_text(losses))
+    if eval_metrics:
+        log.info("last evaluation (step %d): %s", eval_step, _metrics_text(eval_metrics, prefix="eval/"))
+    if writes_files:
+        ckpt = os.path.join(workdir, "checkpoints", str(last_saved)) if last_saved is not None else "(none yet)"
+        log.info("outputs: checkpoint %s; metrics %s; sample grids %s; TensorBoard %s", ckpt,
+                 os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "images"),
+                 os.path.join(workdir, "tensorboard"))
+        log.info("next: jaxinpaint predict --model=%s ...  |  jaxinpaint serve --model=%s  |  jaxinpaint export %s OUT",
+                 workdir, workdir, workdir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
@@ -438,6 +456,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     log.info("training data: %d examples", pipeline.num_examples)
 
     # ---- Frozen backbones (local weight files) -------------------------------------------------------------------
+    log.info("initialising the networks (this compiles their initialisation)...")
     frozen = jax.device_put(system.frozen(config), replicated)
     eval_nets = evaluator.load_metric_networks(config) if config.eval_every_steps else {}
 
@@ -509,9 +528,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                        in_shardings=(shardings, data_sharding), out_shardings=replicated)
 
     # ---- Writers and fixed visualisation batch ---------------------------------------------------------------------
-    writer = writers.create_default_writer(workdir, process_index=process_index, resume_step=start_step or None)
-    if start_step == 0:
-        writer.write_hparams({k: str(v) for k, v in _flatten(config.to_dict()).items()})
+    # The progress reporter prints each training report once; the writers only store (no logging writer).
+    writer = writers.create_default_writer(workdir, process_index=process_index, resume_step=start_step or None,
+                                           log=False)
     eval_prepare = lambda ex: system.prepare_example(ex, config, train=False)  # noqa: E731
     vis_local = next(iter(data_lib.eval_batches(config.input, seed=config.seed, batch_size=config.input.batch_size,
                                                 num_examples=config.input.batch_size, process_index=process_index,
@@ -520,6 +539,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     reporter = writers.ProgressReporter(config.total_steps, batch_size=config.input.batch_size,
                                         start_step=start_step, every_secs=config.log_every_secs)
     last_saved = latest
+    t_start = time.monotonic()
+    compiled: set[str] = set()
+    last_scalars: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    last_eval_step = None
 
     def save(step: int, force: bool, eval_metrics=None):
         nonlocal last_saved
@@ -545,6 +569,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     end = phase.until if phase.until is not None else config.total_steps
                     batches_iter = pipeline.iterate(step, batches_per_step=phase.batches_per_step)
                 train_step, bsh = steps[phase.name]
+                if phase.name not in compiled:  # the first call compiles (tens of seconds for Big LaMa on a CPU)
+                    log.info("compiling the training step%s...", f" of phase {phase.name!r}" if len(phases) > 1 else "")
+                    compiled.add(phase.name)
                 step_index, local_batch = next(batches_iter)
                 assert step_index == step, (step_index, step)
                 batch = data_lib.make_global_batch(local_batch, bsh)
@@ -561,6 +588,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     _check_finite(step, scalars, last_saved)
                     if log_now:
                         writer.write_scalars(step, scalars)
+                        last_scalars = scalars
                 perf = reporter.report(step, {k: v for k, v in (scalars or {}).items() if k != "nonfinite_params"})
                 if perf:
                     writer.write_scalars(step, perf)
@@ -568,13 +596,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                     out = jax.device_get(predict(state, vis_batch))
                     vb = jax.device_get(vis_batch)
                     grid = writers.image_grid([vb["image"] * (1 - vb["mask"]), vb["mask"], out["pred"],
-                                               out["composite"], vb["image"]], max_rows=8)
+                                               out["composite"], vb["image"]], max_rows=8,
+                                              labels=["masked input", "mask", "prediction", "composite", "target"])
                     writer.write_images(step, {"samples": grid[None]})
                 eval_metrics = None
                 if config.eval_every_steps and (step % config.eval_every_steps == 0 or is_last):
                     eval_metrics = evaluator.run(config, evaluate, state, data_sharding, process_index,
                                                  process_count, eval_nets, prepare=eval_prepare)
                     writer.write_scalars(step, eval_metrics)
+                    last_eval, last_eval_step = eval_metrics, step
+                    log.info("evaluation at step %d: %s", step, _metrics_text(eval_metrics, prefix="eval/"))
                 save(step, force=is_last or stop.signal is not None or eval_metrics is not None,
                      eval_metrics=eval_metrics)
                 if step >= end and not is_last:
@@ -582,6 +613,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 if stop.signal is not None:
                     log.warning("stopped by %s at step %d; rerun the same command to resume", stop.signal, step)
                     break
+        # TensorBoard's HParams view: the config's values (numbers kept numeric) beside the final metrics.
+        final = {k: v for k, v in last_scalars.items() if k.endswith("/total")}
+        writer.write_hparams(config.to_dict(), {**final, **last_eval})
+        _summary(workdir, start_step, step, config.total_steps, time.monotonic() - t_start, reporter.first_step_secs,
+                 final, last_eval, last_eval_step, last_saved, process_index == 0)
     finally:
         manager.wait_until_finished()
         manager.close()
