@@ -44,8 +44,10 @@ def get_config(arg=None):
         "resnet_ratio_gout": 0.75, "enable_lfu": False, "add_out_act": "sigmoid"})
     c.discriminator = ml_collections.ConfigDict({"kind": "NLayerDiscriminator", "ndf": 64, "n_layers": 4})
     c.losses = lama_losses()
-    c.g_optimizer = config_lib.optimizer("adam", 1e-3, clip_norm=1.0)
-    c.d_optimizer = config_lib.optimizer("adam", 1e-4, clip_norm=1.0)
+    # impl='torch': torch.optim.Adam's arithmetic and Lightning 1.2.9's clip, min(1, 1 / (norm + 1e-6)), as LaMa
+    # trains (tests/test_train_parity.py); 'optax' is optax's formulas (the same cost, an ulp or so apart per step).
+    c.g_optimizer = config_lib.optimizer("adam", 1e-3, clip_norm=1.0, impl="torch")
+    c.d_optimizer = config_lib.optimizer("adam", 1e-4, clip_norm=1.0, impl="torch")
     # The D update's fakes: a second forward pass of the updated G ('regenerate', LaMa-exact) or the G
     # update's prediction ('reuse', one forward pass cheaper).
     c.d_fake = "regenerate"

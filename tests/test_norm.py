@@ -205,3 +205,26 @@ def test_axis_name_under_shard_map_equals_global():
     y_ref, upd_ref = _flax_bn(True).apply(variables, x, mutable=["batch_stats"])
     np.testing.assert_allclose(y, y_ref, atol=1e-5)
     _assert_trees_close(upd, upd_ref, atol=1e-6)
+
+
+def test_unbiased_running_var_is_torchs():
+    """``unbiased_running_var``: the running variance moves with each group's var·n/(n-1), as torch's BatchNorm2d
+    (the torch-semantics helper ``nn.conv.batch_norm`` sets it); outputs and running means are unchanged."""
+    from jaxinpaint.nn.conv import batch_norm
+
+    x = _input((8, 5, 6, 3))
+    variables = _perturbed(_flax_bn(True).init(jax.random.key(0), x))
+    y, upd = BatchNorm(use_running_average=False, num_groups=2).apply(variables, x, mutable=["batch_stats"])
+    y_u, upd_u = BatchNorm(use_running_average=False, num_groups=2, unbiased_running_var=True).apply(
+        variables, x, mutable=["batch_stats"])
+    np.testing.assert_array_equal(y_u, y)
+    np.testing.assert_array_equal(upd_u["batch_stats"]["mean"], upd["batch_stats"]["mean"])
+    groups = np.asarray(x, np.float64).reshape(2, -1, 3)
+    unbiased = np.mean([g.var(axis=0, ddof=1) for g in groups], axis=0)
+    expected = 0.9 * np.asarray(variables["batch_stats"]["var"], np.float64) + 0.1 * unbiased
+    np.testing.assert_allclose(upd_u["batch_stats"]["var"], expected, rtol=1e-5)
+    assert not np.allclose(upd_u["batch_stats"]["var"], upd["batch_stats"]["var"], rtol=1e-4)
+    assert batch_norm(True, "bn").unbiased_running_var
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        BatchNorm(use_running_average=False, unbiased_running_var=True).apply(variables, x[:1, :1, :1],
+                                                                              mutable=["batch_stats"])

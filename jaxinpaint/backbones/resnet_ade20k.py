@@ -13,7 +13,8 @@ vendors it as ``models/ade20k/{base,resnet}.py``, from ``CSAILVision/semantic-se
   convs become stride 1 (the first block's 3×3 conv then gets dilation = padding = d/2, the 1×1
   projection just loses its stride) and every other 3×3 conv gets dilation = padding = d, with d = 2 in
   layer3 and d = 4 in layer4. The output stride is therefore 8 instead of 32;
-* BatchNorm eps 1e-5, always in eval mode (running statistics); no avgpool / fc.
+* BatchNorm eps 1e-5 (eval mode: running statistics; LaMa's training runs it in train mode, see
+  ``jaxinpaint.losses.hrf_perceptual``); no avgpool / fc.
 
 The encoder returns the 4 maps after layer1..layer4 (256/512/1024/2048 channels at strides 4/8/8/8) and
 the loss is Σ_l MSE(φ_l(n(pred)), φ_l(n(target))), n = ImageNet normalisation (weight 30 in Big-LaMa,
@@ -34,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinpaint.nn.norm import BatchNorm
+
 Array = jax.Array
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,8 +52,11 @@ _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9
 
 
-def _norm(name: str, train: bool) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS, name=name)
+def _norm(name: str, train: bool) -> nn.Module:
+    # torch's BatchNorm2d: in train mode (LaMa's HRF loss, hrf_bn_mode='train') the running variance moves
+    # with the unbiased batch variance, as in LaMa's own training step.
+    return BatchNorm(use_running_average=not train, momentum=_BN_MOMENTUM, epsilon=_BN_EPS,
+                     unbiased_running_var=True, name=name)
 
 
 def _conv(features: int, kernel: int, name: str, stride: int = 1, dilation: int = 1) -> nn.Conv:

@@ -556,7 +556,8 @@ def _convt_k3s2p1op1(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def batch_norm(train: bool, name: str, dtype: Dtype = jnp.float32, groups: int = 1):
-    """BatchNorm2d with torch's defaults: eps 1e-5, momentum 0.1 (= Flax momentum 0.9), affine.
+    """BatchNorm2d with torch's defaults: eps 1e-5, momentum 0.1 (= Flax momentum 0.9), affine, running variance
+    updated with the unbiased batch variance.
 
     ``groups`` > 1 normalises each of that many contiguous slices of the batch with its own statistics (LaMa's
     per-GPU statistics when it equals the number of data-parallel devices; see ``jaxinpaint.nn.norm``).
@@ -565,7 +566,7 @@ def batch_norm(train: bool, name: str, dtype: Dtype = jnp.float32, groups: int =
     from jaxinpaint.nn.norm import BatchNorm
 
     return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, num_groups=groups,
-                     name=name)
+                     unbiased_running_var=True, name=name)
 
 
 _ACTIVATIONS = {

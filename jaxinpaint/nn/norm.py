@@ -13,11 +13,15 @@ and hence the training dynamics. :class:`BatchNorm` makes that a configuration c
   group lives on one device and XLA needs no cross-device communication to normalise (forward or backward).
 
 Running statistics (used in eval mode) are updated with the *average over groups* of the group means and the
-group (biased) variances, ``ra = momentum * ra + (1 - momentum) * stat`` as Flax does. This differs from
-PyTorch DDP, which keeps rank 0's buffers (``broadcast_buffers=True`` copies them to the other ranks at each
-forward) and uses the *unbiased* variance for ``running_var``. Averaging costs one tiny all-reduce of ``2C``
-floats per layer and is a better estimate; the difference only affects eval-time statistics, never the
-training-mode outputs or gradients.
+group variances, ``ra = momentum * ra + (1 - momentum) * stat`` as Flax does. The variance that enters
+``running_var`` is Flax's biased one by default; ``unbiased_running_var=True`` multiplies it by n / (n - 1)
+(n = elements per channel of a group) as PyTorch's ``BatchNorm2d`` does (``jaxinpaint.nn.conv.batch_norm``, the
+torch-semantics helper every ported PyTorch network uses, sets it; checked against LaMa's own training step in
+``tests/test_train_parity.py``). The factor matters where few elements enter the statistics: 1 % for the
+7x7 maps of a PatchGAN on a batch of 2. PyTorch DDP keeps rank 0's buffers (``broadcast_buffers=True`` copies
+them to the other ranks at each forward); averaging over groups costs one tiny all-reduce of ``2C`` floats per
+layer and is a better estimate. None of this changes the training-mode outputs or gradients, only the
+eval-time statistics.
 
 The variables have exactly Flax's names, shapes and initial values (``params``: ``scale`` ones, ``bias``
 zeros; ``batch_stats``: ``mean`` zeros, ``var`` ones, all of shape ``(C,)``), so checkpoints and converted
@@ -79,9 +83,9 @@ class BatchNorm(nn.Module):
         param_dtype: dtype of ``scale`` and ``bias``.
         axis_name: mapped axis name (``shard_map``/``pmap``) over which batch moments are averaged, exactly as
             Flax's ``axis_name``; not needed under plain ``jax.jit``.
-        unbiased_running_var: update ``var`` with the unbiased batch variance (× n / (n - 1), n the
-            elements per channel of a group), as PyTorch does; where a port is checked against PyTorch's
-            running statistics after a training-mode call (CTSDG's edge detector).
+        unbiased_running_var: update ``var`` with the unbiased batch variance (× n / (n - 1), n the elements per
+            channel of a group), as PyTorch does; the normalisation always uses the biased one (PyTorch and Flax
+            alike). False: Flax's biased update.
     """
 
     use_running_average: bool | None = None
@@ -126,10 +130,16 @@ class BatchNorm(nn.Module):
             mean, var = grouped_moments(x, groups, axis_name)
             if not self.is_initializing():
                 # Mean over equal-sized groups: the global mean, and the average within-group variance.
-                n = x.size // (features * groups)
-                running = var * (n / max(n - 1, 1)) if self.unbiased_running_var else var
+                batch_var = jnp.mean(var, axis=0)
+                if self.unbiased_running_var:
+                    n = x.size // (groups * features)
+                    if n < 2:
+                        raise ValueError(f"{where}: the unbiased running variance needs more than 1 value per "
+                                         f"channel and statistics group, got input shape {x.shape} in {groups} "
+                                         "group(s)")
+                    batch_var = batch_var * (n / (n - 1))
                 ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * jnp.mean(mean, axis=0)
-                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * jnp.mean(running, axis=0)
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * batch_var
 
         # Same arithmetic order as Flax's _normalize: (x - mean) * (rsqrt(var + eps) * scale) + bias.
         xg = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])

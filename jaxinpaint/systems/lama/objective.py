@@ -17,6 +17,11 @@ Order of operations, as LaMa's Lightning loop runs them (``../shared/reference``
   (``'reuse'``, one forward pass cheaper); ``D(x)`` (with R1 by double backprop) then ``D(ŷ)``.
 * The HRF perceptual encoder runs with train-mode BatchNorm (``losses.hrf_bn_mode = 'train'``): Lightning's
   ``model.train()`` undoes ``ResNetPL``'s ``eval()``, so LaMa's released models were trained that way.
+* BatchNorm running variances move with the unbiased batch variance (torch's); the optimisers use torch's
+  Adam arithmetic and Lightning 1.2.9's gradient clip (``impl='torch'`` in ``configs/big_lama.py``).
+
+``tests/test_train_parity.py`` checks one whole step against LaMa's own trainer, loss by loss and parameter by
+parameter.
 """
 
 from __future__ import annotations
@@ -72,16 +77,21 @@ def generator_loss_terms(cfg, *, pred, image, mask, d_real, d_fake, hrf_variable
     return total, metrics
 
 
-def generator_update(ctx: contract.Context):
-    """The G update's loss; hands its prediction to the D update (``carry['fake']``)."""
-    batch, nets, cfg = ctx.batch, ctx.nets, ctx.config.losses
-    pred = nets("generator", generator_input(batch))
+def generator_loss(nets: contract.Nets, batch, pred, cfg, hrf_variables) -> tuple[jax.Array, dict]:
+    """LaMa's ``generator_loss`` on a prediction, D's calls included: ``D(x)``, then ``D(ŷ)`` (train mode, each
+    recording its BatchNorm update), then the terms. Returns (total, unweighted terms)."""
     d_real = d_fake = None
     if "discriminator" in nets:
         d_real = jax.tree.map(jax.lax.stop_gradient, nets("discriminator", batch["image"]))
         d_fake = nets("discriminator", pred)
-    total, metrics = generator_loss_terms(cfg, pred=pred, image=batch["image"], mask=batch["mask"], d_real=d_real,
-                                          d_fake=d_fake, hrf_variables=ctx.frozen.get("hrf"))
+    return generator_loss_terms(cfg, pred=pred, image=batch["image"], mask=batch["mask"], d_real=d_real,
+                                d_fake=d_fake, hrf_variables=hrf_variables)
+
+
+def generator_update(ctx: contract.Context):
+    """The G update's loss; hands its prediction to the D update (``carry['fake']``)."""
+    pred = ctx.nets("generator", generator_input(ctx.batch))
+    total, metrics = generator_loss(ctx.nets, ctx.batch, pred, ctx.config.losses, ctx.frozen.get("hrf"))
     return total, metrics, {"fake": pred}
 
 
