@@ -67,6 +67,7 @@ def _config(size: int, batch: int, dtype: str, dry_run: bool):
         config.input.image_size = size
         config.input.batch_size = batch
         config.mixed_precision = dtype == "bfloat16"
+        config.bn_groups = 1  # one device: statistics over its whole batch
         config.losses.hrf_weights = "random"
         config.mesh.data, config.mesh.fsdp = 1, 1
         if dry_run:  # every code path, at the smallest widths (and without the ResNet50 HRF backbone's compile)

@@ -53,6 +53,9 @@ def get_config(arg=None):
     c.d_fake = "regenerate"
     c.input.image_size = 256
     c.input.batch_size = 10 * 8  # LaMa: 10 per GPU on 8 GPUs (the paper's Big LaMa: 120)
+    # LaMa's DDP training had no SyncBN: BatchNorm statistics over each GPU's 10 images. Eight statistics groups
+    # of the global batch reproduce that on any number of devices (1 = statistics over the whole batch).
+    c.bn_groups = 8
     c.input.augment = "distortions"
     c.input.mask.name = "lama_train"
     c.input.eval_mask.name = "lama_thick_256"
@@ -73,6 +76,7 @@ def shrink_for_smoke(c):
     c.losses.hrf_weights = "random"
     c.input.image_size = 64
     c.input.batch_size = 8
+    c.bn_groups = 1
     c.input.augment = "lama"
     c.input.mask.kwargs = ml_collections.ConfigDict({"out_min_size": 256})  # keep LaMa's 256-px hole statistics
     c.input.eval_mask.name = "lama_medium_256"

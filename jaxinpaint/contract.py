@@ -333,7 +333,7 @@ def resolve_bn_groups(config) -> int:
     batch = int(config.input.batch_size) if "input" in config else groups
     if groups < 1 or batch % groups:
         raise ValueError(f"config.bn_groups={config.bn_groups}: the global batch {batch} must split into {groups} "
-                         "equal statistics groups")
+                         "equal statistics groups (--config.bn_groups=1 normalises over the whole batch)")
     return groups
 
 

@@ -178,6 +178,7 @@ def parity_config(ref: Reference):
                        resnet_enable_lfu=g["resnet_conv_kwargs"]["enable_lfu"])
     c.discriminator.update(input_nc=d["input_nc"], ndf=d["ndf"], n_layers=d["n_layers"])
     c.input.image_size, c.input.batch_size = batch["h"], batch["n"]
+    c.bn_groups = 1  # the fixture is one process: one statistics group (LaMa's 8-GPU grouping is not modelled)
     c.init_from = ref.path
     return c
 
