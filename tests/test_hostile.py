@@ -419,3 +419,248 @@ def test_pickle_memo_index_beyond_its_opcodes(tmp_path):
     path = tmp_path / "memo.pkl"
     path.write_bytes(b"\x80\x02}r" + struct.pack("<I", 1 << 24) + b".")
     _assert_refused_within_budget(path, "memo index")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defect 1: nothing read from a file chooses code
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_model_dir_naming_a_function_is_refused_by_predict(tmp_path, capsys):
+    """``kind: "inception.save_npz"`` used to be imported and called with the JSON's fields (it wrote
+    attacker-chosen bytes to an attacker-chosen path)."""
+    from jaxinpaint.cli import predict
+
+    model = tmp_path / "model"
+    model.mkdir()
+    target = tmp_path / "written_by_the_model_dir"
+    meta = {"format": 2, "system": "lama", "models": {"generator": {"kind": "inception.save_npz",
+                                                                    "path": str(target)}}}
+    (model / "jaxinpaint_models.json").write_text(json.dumps(meta))
+    image = tmp_path / "x.png"
+    from PIL import Image
+    Image.new("RGB", (16, 16)).save(image)
+    Image.new("L", (16, 16)).save(tmp_path / "m.png")
+    code = predict.main([f"--model={model}", f"--image={image}", f"--mask={tmp_path / 'm.png'}",
+                         f"--output={tmp_path / 'out.png'}"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "jaxinpaint_models.json" in err[0] and "models.generator" in err[0] and "inception.save_npz" in err[0]
+    assert not target.exists() and not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defects 3 and 5: checkpoints verified, the newest valid one used, never a damaged or non-finite one
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _tiny_model_dir(path):
+    from jaxinpaint.io import checkpoint
+    from jaxinpaint.systems.lama import convert
+
+    module, variables = convert.load_lama_generator(os.path.join(DATA, "big_lama_layout_state_dict.pt"))
+    checkpoint.save_models(path, "lama", {"generator": (module, variables)})
+    return variables
+
+
+def _largest_file(directory, under):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(directory) for f in fs if under in r]
+    return max(files, key=os.path.getsize)
+
+
+def _flip(path, offset=None):
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2 if offset is None else offset] ^= 0x40
+    open(path, "wb").write(bytes(data))
+
+
+def test_model_dir_flipped_truncated_or_empty_metadata_is_reported(tmp_path):
+    from jaxinpaint.io import checkpoint
+
+    variables = _tiny_model_dir(tmp_path / "ok")
+    loaded = checkpoint.load_variables(tmp_path / "ok")["generator"]
+    jax_leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(variables)]
+    assert all(np.array_equal(a, b) for a, b in zip(jax_leaves, __import__("jax").tree.leaves(loaded)))
+    cases = {"flipped": "differ from the checksums", "truncated": "cannot be read", "empty": "cannot be read"}
+    for case, says in cases.items():
+        _tiny_model_dir(tmp_path / case)
+        data = _largest_file(tmp_path / case, os.path.join("variables", "ocdbt"))
+        if case == "flipped":
+            _flip(data)
+        elif case == "truncated":
+            open(data, "r+b").truncate(os.path.getsize(data) // 2)
+        else:
+            open(tmp_path / case / "variables" / "_METADATA", "w").close()
+        with pytest.raises(checkpoint.CorruptCheckpointError, match=says) as info:
+            checkpoint.load_variables(tmp_path / case)
+        assert str(tmp_path / case) in str(info.value)
+
+
+def _write_training_checkpoints(ckpt_dir, steps):
+    """A workdir's checkpoints as the trainer writes them (state, config, models, checksums), without training."""
+    import orbax.checkpoint as ocp
+
+    from jaxinpaint.io import checkpoint
+
+    states = {}
+    with ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=True)) as manager:
+        for step in steps:
+            state = {"step": np.int32(step), "w": np.random.default_rng(step).normal(size=(64, 64)).astype(np.float32)}
+            manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), config=ocp.args.JsonSave({"system": "lama"}),
+                models=ocp.args.JsonSave({"system": "lama", "networks": {}}),
+                checksums=ocp.args.JsonSave(checkpoint.tree_checksums(state))))
+            states[step] = state
+        manager.wait_until_finished()
+    return states
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "empty_metadata"])
+def test_inference_falls_back_to_the_newest_valid_checkpoint(tmp_path, damage, caplog):
+    from jaxinpaint.io import checkpoint
+
+    workdir = tmp_path / "run"
+    states = _write_training_checkpoints(str(workdir / "checkpoints"), [1, 2])
+    latest = workdir / "checkpoints" / "2" / "state"
+    if damage == "flipped":
+        _flip(_largest_file(latest, "ocdbt"))
+    elif damage == "truncated":
+        path = _largest_file(latest, "ocdbt")
+        open(path, "r+b").truncate(os.path.getsize(path) // 2)
+    else:
+        open(latest / "_METADATA", "w").close()
+    with caplog.at_level("WARNING", logger="jaxinpaint.checkpoint"):
+        config, state, step = checkpoint.load_training_state(workdir)
+    assert step == 1
+    np.testing.assert_array_equal(state["w"], states[1]["w"])
+    assert "checkpoints/2" in caplog.text and "using checkpoint step 1" in caplog.text
+    with pytest.raises(checkpoint.CorruptCheckpointError, match="checkpoints/2"):
+        checkpoint.load_training_state(workdir, step=2)  # an explicit step is never silently replaced
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defects 4, 6, 8 and 10: folders, image sizes, masks
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _png(path, size=(12, 8), mode="RGB", value=0):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.new(mode, size, value).save(path)
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    """A link to an ancestor made predict, make_eval_set and evaluate read each image dozens of times."""
+    from jaxinpaint.cli import predict
+    from jaxinpaint.data import images, sources
+
+    root = tmp_path / "in"
+    _png(str(root / "a" / "x.png"))
+    _png(str(root / "a" / "x_mask000.png"), mode="L")
+    os.symlink(root, root / "a" / "loop")  # a cycle
+    os.symlink(root / "a", root / "alias")  # a second path to the same folder
+    os.symlink(root / "gone.png", root / "broken_mask001.png")
+    assert [p.name for p in images.list_images(root)] == ["x.png"]
+    assert [os.path.basename(p) for p in sources.list_image_files(root)] == ["x.png"]
+    assert [p.name for p in images.list_images(root, skip_masks=False)] == ["x.png", "x_mask000.png"]
+    jobs = predict.lama_jobs(str(root), str(tmp_path / "out"))
+    assert [j.label for j in jobs] == ["a/x_mask000.png", "broken_mask001.png"]
+    assert jobs[0].error is None and "broken symbolic link" in jobs[1].error  # reported, not dropped
+
+
+def test_pixel_budget_checked_from_the_header(tmp_path):
+    """An 8000x8000 1-bit PNG (a few KB) used to be decoded to float RGB (768 MB) before anything checked it."""
+    from PIL import Image
+
+    from jaxinpaint.data import images, photos
+
+    path = tmp_path / "bomb.png"
+    Image.new("1", (8000, 8000)).save(path)
+    assert os.path.getsize(path) < 100_000
+    for read in (photos.load_image, images.load_mask, images.image_size, images.load_rgb_uint8):
+        outcome, peak = _peak_alloc(read, path)
+        assert isinstance(outcome, photos.UnreadableImageError), outcome
+        assert "megapixels" in str(outcome) and str(path) in str(outcome)
+        assert peak < 16 * MB
+    photos.set_max_pixels(10)
+    try:
+        with pytest.raises(photos.UnreadableImageError, match="budget"):
+            images.load_mask(_png(str(tmp_path / "m.png")) or tmp_path / "m.png")
+    finally:
+        photos.set_max_pixels(photos.DEFAULT_MAX_PIXELS)
+
+
+def test_evaluate_reads_masks_as_predict_does(tmp_path):
+    """evaluate ignored EXIF, resized wrong-size masks and thresholded --mask_dir masks at 127."""
+    from PIL import Image
+
+    from jaxinpaint.cli import evaluate
+    from jaxinpaint.data import images, photos
+
+    _png(str(tmp_path / "set" / "x.png"), size=(12, 8))
+    mask = np.zeros((8, 12), np.uint8)
+    mask[2:5, 3:9] = 60  # grey strokes: holes for predict (> 0), not for a 127 threshold
+    Image.fromarray(mask).save(tmp_path / "set" / "x_mask000.png")
+    pair = images.find_pairs(tmp_path / "set")[0]
+    np.testing.assert_array_equal(evaluate._load_pair(pair)[1], mask > 0)
+    # EXIF orientation 6 (rotate 90): the stored 8x12 mask is upright 12x8, like the image.
+    rotated = Image.fromarray(np.ascontiguousarray(mask.T[:, ::-1]))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "set" / "x_mask000.png", exif=exif)
+    np.testing.assert_array_equal(evaluate._load_pair(pair)[1], images.load_mask(pair.mask))
+    assert images.load_mask(pair.mask).shape == (8, 12)
+    Image.fromarray(mask[:, :10]).save(tmp_path / "set" / "x_mask000.png")  # wrong size: an error, no resize
+    with pytest.raises(photos.UnreadableImageError, match="masks are never resized"):
+        evaluate._load_pair(pair)
+    # --mask_dir masks paired by name: the same reader.
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    from jaxinpaint import masks
+    pool = masks.FolderMasks(tmp_path, invert=False)
+    _, hole = evaluate._load_with_mask_file(tmp_path / "set" / "x.png", 0, pool, tmp_path / "m.png")
+    np.testing.assert_array_equal(hole, mask > 0)
+
+
+def test_alpha_only_mask_is_an_error(tmp_path):
+    """A mask drawn only in alpha (black everywhere) used to mark no pixel and silently inpaint nothing."""
+    from PIL import Image
+
+    from jaxinpaint.data import images, photos
+
+    rgba = np.zeros((8, 12, 4), np.uint8)
+    rgba[2:5, 3:9, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "m.png")
+    with pytest.raises(photos.UnreadableImageError, match="alpha channel"):
+        images.load_mask(tmp_path / "m.png")
+    rgba[2:5, 3:9, :3] = 255  # white strokes with alpha: fine
+    Image.fromarray(rgba).save(tmp_path / "m.png")
+    assert images.load_mask(tmp_path / "m.png").sum() == 18
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Defect 9: compiled programs bounded over many image sizes
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_compiled_programs_are_bounded_over_many_sizes(monkeypatch):
+    import jax
+
+    from jaxinpaint import api
+
+    class Identity(api.Inpainter):
+        def predict(self, images, holes):
+            return images
+
+    cleared = []
+    monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(1))
+    model = Identity(modulo=8).configure_memory(max_programs=4)
+    for i in range(12):
+        image = np.zeros((16 + 8 * i, 24, 3), np.uint8)
+        model.inpaint(image, np.zeros(image.shape[:2], bool))
+    assert len(cleared) == 2 and len(model._shapes) == 4
+    bucketed = Identity(modulo=8).configure_memory(size_bucket=64, max_programs=4)
+    for i in range(12):
+        image = np.zeros((16 + 8 * i, 24, 3), np.uint8)
+        bucketed.inpaint(image, np.zeros(image.shape[:2], bool))
+    assert sorted(bucketed._shapes) == [(1, 64, 64, 3), (1, 128, 64, 3)]

@@ -215,13 +215,17 @@ def load_models(directory: str | os.PathLike, names: tuple[str, ...] | None = No
     missing = [n for n in wanted if n not in meta["models"]]
     if missing:
         raise KeyError(f"{directory} holds no {', '.join(missing)} (it has: {sorted(meta['models'])})")
+    modules = {}
+    for name in wanted:  # every name the JSON gives resolves through the registry, before any array is read
+        try:
+            modules[name] = systems.build_module(system, meta["models"][name])
+        except (systems.UnknownNameError, TypeError) as e:
+            kind = meta["models"][name].get("kind")
+            raise ModelDirError(f"{os.path.join(os.fspath(directory), METADATA)}: models.{name} (kind {kind!r}) is "
+                                f"refused: {e}") from e
     variables = load_variables(directory)
     out = {}
-    for name in wanted:
-        try:
-            module = systems.build_module(system, meta["models"][name])
-        except (systems.UnknownNameError, TypeError) as e:
-            raise ModelDirError(f"{os.path.join(os.fspath(directory), METADATA)}: models.{name}: {e}") from e
+    for name, module in modules.items():
         if name not in variables:
             raise ModelDirError(f"{directory}: variables/ holds no {name!r} tree")
         out[name] = (module, jax.tree.map(jax.numpy.asarray, variables[name]))
