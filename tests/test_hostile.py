@@ -664,3 +664,74 @@ def test_compiled_programs_are_bounded_over_many_sizes(monkeypatch):
         image = np.zeros((16 + 8 * i, 24, 3), np.uint8)
         bucketed.inpaint(image, np.zeros(image.shape[:2], bool))
     assert sorted(bucketed._shapes) == [(1, 64, 64, 3), (1, 128, 64, 3)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Training: no held-out folder needed without evaluation, bounded dispatch, damaged checkpoints skipped
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _toy_system():
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from jaxinpaint import contract
+
+    class Conv(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return nn.Conv(3, (3, 3), name="conv")(x)
+
+    def g_input(batch):
+        return jnp.concatenate([batch["image"] * (1 - batch["mask"]), batch["mask"]], -1)
+
+    def predict(nets, batch, config):
+        pred = jax.nn.sigmoid(nets("generator", g_input(batch)))
+        return {"pred": pred, "composite": contract.composite(pred, batch["image"], batch["mask"])}
+
+    def l1(ctx):
+        return jnp.mean(jnp.abs(predict(ctx.nets, ctx.batch, ctx.config)["pred"] - ctx.batch["image"])), {}, {}
+
+    import jax
+    return contract.System(
+        name="hostile_toy", title="toy", models={"Conv": Conv}, predict=predict,
+        networks=lambda c: {"generator": contract.Network(Conv(), lambda b: (g_input(b),), c.g_optimizer)},
+        phases=lambda c: [contract.Phase("main", (contract.Update("g", ("generator",), l1),))])
+
+
+def test_training_without_val_folder_bounded_dispatch_and_damaged_checkpoint(tmp_path, monkeypatch, caplog):
+    import jax
+
+    from jaxinpaint import config_lib, systems
+    from jaxinpaint.train import trainer
+
+    systems.register(_toy_system(), replace=True)
+    try:
+        for i in range(3):
+            _png(str(tmp_path / "photos" / f"{i}.png"), size=(24, 24), value=(40 * i, 90, 200))
+        config = config_lib.base_config()
+        config.system = "hostile_toy"
+        config.g_optimizer = config_lib.optimizer("adam", 1e-2)
+        config.input.source, config.input.folder = "folder", str(tmp_path / "photos")  # no photos/val
+        config.input.image_size, config.input.batch_size, config.input.num_workers = 16, 8, 0
+        config.input.mask.name = "center_box"
+        config.total_steps, config.log_every_steps, config.ckpt_every_steps = 2, 1, 1
+        config.eval_every_steps, config.image_every_steps = 0, 1
+        waited = []
+        real_wait = jax.block_until_ready
+        monkeypatch.setattr(jax, "block_until_ready", lambda x: waited.append(1) or real_wait(x))
+        workdir = str(tmp_path / "run")
+        with jax.disable_jit():  # a 3x3 conv: no need to compile
+            trainer.train_and_evaluate(config, workdir)
+        assert len(waited) >= config.total_steps  # at most one step in flight: signals act within a step
+        assert os.path.isdir(os.path.join(workdir, "checkpoints", "2", "checksums"))
+
+        open(os.path.join(workdir, "checkpoints", "2", "state", "_METADATA"), "w").close()  # damage step 2
+        config.total_steps = 3
+        with caplog.at_level("INFO"), jax.disable_jit():
+            trainer.train_and_evaluate(config, workdir)
+        assert "resumed from" in caplog.text and "at step 1" in caplog.text
+        assert os.listdir(os.path.join(workdir, "checkpoints_corrupt")) == ["2"]
+        assert {"2", "3"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
+    finally:
+        systems.unregister("hostile_toy")

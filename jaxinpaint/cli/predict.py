@@ -25,6 +25,9 @@ Input layouts:
 * **One image**: ``--image=I --mask=M --output=O``.
 
 The output directory and the mask directory are never scanned as inputs, even when they lie inside IN.
+Folders are walked once (``jaxinpaint.data.images.walk_files``): directory symlinks are followed but each real
+folder and file is visited once (a link loop cannot repeat or hang the run), and a broken symbolic link is
+reported as a failure rather than skipped silently.
 
 Conversions (what "byte for byte" compares against):
 
@@ -34,14 +37,19 @@ Conversions (what "byte for byte" compares against):
   Outside the hole, the written PNG equals that 8-bit RGB image byte for byte. Inside, it holds LaMa's
   ``uint8(clip(pred * 255))``.
 * Masks: a pixel is a hole when it is > 0 (LaMa's binarisation); for multi-channel masks, when any colour
-  channel is > 0. A mask's alpha channel is ignored (LaMa reads masks as greyscale, which drops alpha).
-  EXIF orientation is applied to masks too.
+  channel is > 0. A mask's alpha channel is ignored (LaMa reads masks as greyscale, which drops alpha); a mask
+  drawn *only* in alpha (black colour channels) is an error rather than a silent no-op. EXIF orientation is
+  applied to masks too; a mask of another size than its image is an error (never resized).
+* Images and masks above ``--max_pixels`` (50 megapixels by default) are refused from their header, before
+  any decoding.
 * Outputs are PNG. ``--output`` with another extension is written in that format with a warning, since a lossy
   format breaks the byte-identity.
 
 Images of identical size are inpainted together, ``--batch_size`` at a time, after padding bottom/right to a
 multiple of the model's size requirement (numpy 'symmetric', as LaMa; 8 for LaMa, ``2**layer_size`` for
-the PConv U-Net), combined with ``--pad_to`` when given. ``--refine`` runs LaMa's multi-scale refinement
+the PConv U-Net), combined with ``--pad_to`` when given. Each padded size compiles a program; at most
+``--max_programs`` (8) are kept, so memory stays flat over thousands of sizes; ``--size_bucket=64`` pads
+further so nearby sizes share a program (fewer compilations, slightly different borders). ``--refine`` runs LaMa's multi-scale refinement
 (``jaxinpaint.systems.lama.refine``; one image at a time, only for generators with a front/rear split).
 
 Unreadable files, missing images or masks and size mismatches are reported and skipped; a summary ends the

