@@ -207,9 +207,12 @@ def _config_for_inference(config_dict: Mapping[str, Any]) -> ml_collections.Conf
 def _from_workdir(path: str, step: int | None, ema: bool, modulo):
     from jaxinpaint.io import checkpoint
 
-    config_dict, raw, _ = checkpoint.load_training_state(path, step)
+    config_dict, raw, step = checkpoint.load_training_state(path, step)
     config = _config_for_inference(config_dict)
-    system = systems.get(config.system)
+    try:  # a name read from a file: resolved through the registry only, refused naming the file and field
+        system = systems.get(config.get("system"))
+    except systems.UnknownNameError as e:
+        raise checkpoint.ModelDirError(f"{path}/checkpoints/{step}/config: field 'system': {e}") from e
     networks = system.networks(config)
     models = {}
     for name in system.inference_networks:

@@ -735,3 +735,20 @@ def test_training_without_val_folder_bounded_dispatch_and_damaged_checkpoint(tmp
         assert {"2", "3"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
     finally:
         systems.unregister("hostile_toy")
+
+
+def test_workdir_config_naming_unknown_code_is_refused(tmp_path):
+    """A workdir whose stored config names ``system: "os.system"`` is refused naming the file and the field."""
+    import jaxinpaint
+    import orbax.checkpoint as ocp
+
+    from jaxinpaint.io import checkpoint
+
+    ckpt_dir = str(tmp_path / "run" / "checkpoints")
+    state = {"nets": {"generator": {"params": {"w": np.ones(2, np.float32)}}}}
+    with ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(create=True)) as manager:
+        manager.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                config=ocp.args.JsonSave({"system": "os.system"})))
+        manager.wait_until_finished()
+    with pytest.raises(checkpoint.ModelDirError, match=r"checkpoints/1/config: field 'system'.*os\.system"):
+        jaxinpaint.load(str(tmp_path / "run"))
