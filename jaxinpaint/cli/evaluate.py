@@ -153,13 +153,11 @@ def _folder_mask_samples(input_dir: pathlib.Path, files: Sequence[pathlib.Path],
 
 def _load_with_mask_file(path: pathlib.Path, size: int, pool: masks.FolderMasks, mask_path: pathlib.Path
                          ) -> tuple[np.ndarray, np.ndarray]:
-    """A photo and its namesake mask, read as predict reads them (EXIF, > 0 = hole, the photo's stored size:
-    a mismatch is an error), then resized and cropped together to ``size``."""
-    image = image_io.load_rgb_uint8(path)
+    """A photo (resized and cropped to ``size``) and its namesake mask, read as predict reads masks: EXIF,
+    > 0 = hole, and the size of the image it applies to (a mismatch is an error, never a silent resize)."""
+    image = image_io.load_rgb_uint8(path, size)
     hole = image_io.load_mask(mask_path, shape=image.shape[:2])
-    if pool.invert:
-        hole = ~hole
-    return image_io.resize_center_crop(image, size), image_io.resize_center_crop_mask(hole, size)
+    return image, ~hole if pool.invert else hole
 
 
 def _load_tfds_image(source: Any, index: int, name: str, image_key: str, size: int) -> np.ndarray:

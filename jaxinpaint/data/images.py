@@ -240,20 +240,6 @@ def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> 
     return hole
 
 
-def resize_center_crop_mask(hole: np.ndarray, size: int) -> np.ndarray:
-    """The geometry of :func:`resize_center_crop` applied to a bool mask (nearest neighbour)."""
-    if size <= 0:
-        return hole
-    pil = Image.fromarray(hole.astype(np.uint8) * 255)
-    factor = size / min(pil.size)
-    out = tuple(int(v) for v in np.round(np.array(pil.size) * factor))
-    if out != pil.size:
-        pil = pil.resize(out, resample=Image.Resampling.NEAREST)
-    w, h = pil.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(pil.crop((left, top, left + size, top + size))) > 0
-
-
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of an image after EXIF orientation, from its header only (no decoding); the pixel budget is
     checked here too, so an oversized image is refused before anything is decoded."""
