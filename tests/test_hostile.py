@@ -733,6 +733,12 @@ def test_training_without_val_folder_bounded_dispatch_and_damaged_checkpoint(tmp
         assert "resumed from" in caplog.text and "at step 1" in caplog.text
         assert os.listdir(os.path.join(workdir, "checkpoints_corrupt")) == ["2"]
         assert {"2", "3"} <= set(os.listdir(os.path.join(workdir, "checkpoints")))
+
+        config.total_steps, config.g_optimizer.lr = 5, float("nan")  # never saved, whatever forces a save
+        with pytest.raises(trainer.NonFiniteLossError) as info, jax.disable_jit():
+            trainer.train_and_evaluate(config, workdir)
+        kept = sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int)
+        assert kept[-1] == "3" and f"Checkpoints on disk: steps {', '.join(kept)}" in str(info.value)
     finally:
         systems.unregister("hostile_toy")
 
