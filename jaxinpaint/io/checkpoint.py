@@ -105,7 +105,10 @@ def nonfinite_leaves(tree: Any) -> list[str]:
     """Paths of the floating-point leaves holding NaN or inf (checked on device, one scalar per leaf)."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     floats = [(p, x) for p, x in flat if jax.numpy.issubdtype(jax.numpy.result_type(x), jax.numpy.inexact)]
-    counts = jax.device_get([jax.numpy.sum(~jax.numpy.isfinite(x)) for _, x in floats])
+    counts = [jax.numpy.sum(~jax.numpy.isfinite(x)) for _, x in floats]
+    # A global (multi-process) sum is replicated: this process's own shard holds the whole value.
+    counts = [np.asarray(c.addressable_shards[0].data if isinstance(c, jax.Array) and not c.is_fully_addressable
+                         else c) for c in counts]
     return [_path_name(p) for (p, _), n in zip(floats, counts) if n]
 
 

@@ -469,7 +469,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     shardings = state_shardings(abstract_state, mesh, config)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     latest, resumed, damaged = None, None, []
-    if os.path.isdir(ckpt_dir):
+    has_checkpoints = os.path.isdir(ckpt_dir)
+    if process_count > 1:  # one answer for all: process 0 may create the folder while another still looks
+        from jax.experimental import multihost_utils
+
+        has_checkpoints = bool(multihost_utils.broadcast_one_to_all(np.int32(has_checkpoints)))
+    if has_checkpoints:
         target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
                               shardings)
         with ocp.CheckpointManager(ckpt_dir) as probe:
