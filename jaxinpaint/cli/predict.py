@@ -25,6 +25,9 @@ Input layouts:
 * **One image**: ``--image=I --mask=M --output=O``.
 
 The output directory and the mask directory are never scanned as inputs, even when they lie inside IN.
+Folders are walked once (``jaxinpaint.data.images.walk_files``): directory symlinks are followed but each real
+folder and file is visited once (a link loop cannot repeat or hang the run), and a broken symbolic link is
+reported as a failure rather than skipped silently.
 
 Conversions (what "byte for byte" compares against):
 
@@ -34,14 +37,19 @@ Conversions (what "byte for byte" compares against):
   Outside the hole, the written PNG equals that 8-bit RGB image byte for byte. Inside, it holds LaMa's
   ``uint8(clip(pred * 255))``.
 * Masks: a pixel is a hole when it is > 0 (LaMa's binarisation); for multi-channel masks, when any colour
-  channel is > 0. A mask's alpha channel is ignored (LaMa reads masks as greyscale, which drops alpha).
-  EXIF orientation is applied to masks too.
+  channel is > 0. A mask's alpha channel is ignored (LaMa reads masks as greyscale, which drops alpha); a mask
+  drawn *only* in alpha (black colour channels) is an error rather than a silent no-op. EXIF orientation is
+  applied to masks too; a mask of another size than its image is an error (never resized).
+* Images and masks above ``--max_pixels`` (50 megapixels by default) are refused from their header, before
+  any decoding.
 * Outputs are PNG. ``--output`` with another extension is written in that format with a warning, since a lossy
   format breaks the byte-identity.
 
 Images of identical size are inpainted together, ``--batch_size`` at a time, after padding bottom/right to a
 multiple of the model's size requirement (numpy 'symmetric', as LaMa; 8 for LaMa, ``2**layer_size`` for
-the PConv U-Net), combined with ``--pad_to`` when given. ``--refine`` runs LaMa's multi-scale refinement
+the PConv U-Net), combined with ``--pad_to`` when given. Each padded size compiles a program; at most
+``--max_programs`` (8) are kept, so memory stays flat over thousands of sizes; ``--size_bucket=64`` pads
+further so nearby sizes share a program (fewer compilations, slightly different borders). ``--refine`` runs LaMa's multi-scale refinement
 (``jaxinpaint.systems.lama.refine``; one image at a time, only for generators with a front/rear split).
 
 Large photos: ``--hd_strategy=crop`` inpaints crops around the holes (with ``--hd_crop_margin`` pixels of context,
@@ -59,7 +67,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import glob
+import fnmatch
 import logging
 import os
 import sys
@@ -98,7 +106,8 @@ class Job:
 
 
 from jaxinpaint.cli import common  # noqa: E402
-from jaxinpaint.data.images import image_size, load_mask  # noqa: E402  (shared with evaluate and training)
+from jaxinpaint.data import photos  # noqa: E402
+from jaxinpaint.data.images import image_size, load_mask, walk_files  # noqa: E402  (shared with evaluate, training)
 from jaxinpaint.data.images import load_rgb_uint8 as load_rgb8  # noqa: E402
 
 
@@ -107,20 +116,22 @@ from jaxinpaint.data.images import load_rgb_uint8 as load_rgb8  # noqa: E402
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _inside(path: str, directory: str | None) -> bool:
-    if directory is None:
-        return False
-    path, directory = os.path.abspath(path), os.path.abspath(directory)
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+def _walk(input_dir: str, exclude: Sequence[str | None]) -> tuple[list[str], list[str]]:
+    """(relative paths of the files under IN, broken links) by the one shared walk: each real file once,
+    no directory loop followed (``jaxinpaint.data.images.walk_files``)."""
+    walk = walk_files(input_dir, exclude=[e for e in exclude if e])
+    return [rel for rel, _ in walk.files], [os.path.relpath(b, input_dir) for b in walk.broken]
 
 
 def lama_jobs(input_dir: str, output_dir: str) -> list[Job]:
     """Jobs for LaMa's layout: one per ``IN/**/*mask*.png`` (module docstring)."""
-    rels = sorted(glob.glob(LAMA_MASK_PATTERN, root_dir=input_dir, recursive=True))
+    files, broken = _walk(input_dir, [output_dir])
     jobs = []
-    for rel in rels:
+    for rel in sorted(r for r in files + broken if fnmatch.fnmatchcase(os.path.basename(r), "*mask*.png")):
         mask = os.path.join(input_dir, rel)
-        if _inside(mask, output_dir) or not os.path.isfile(mask):
+        if rel in broken:
+            jobs.append(Job(rel, None, mask, os.path.join(output_dir, rel),
+                            f"the mask is a broken symbolic link (to {os.readlink(mask)!r})"))
             continue
         base = os.path.join(input_dir, rel.rsplit("_mask", 1)[0])
         candidates = [base + s for s in LAMA_IMAGE_SUFFIXES]
@@ -141,12 +152,13 @@ def _find_same_stem(directory: str, rel_stem: str) -> str | None:
 
 def mask_dir_jobs(input_dir: str, mask_dir: str, output_dir: str) -> list[Job]:
     """Jobs for same-named masks: one per image under IN (module docstring)."""
-    rels = sorted(
-        rel for rel in glob.glob("**/*", root_dir=input_dir, recursive=True)
-        if rel.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(input_dir, rel))
-        and not _inside(os.path.join(input_dir, rel), output_dir)
-        and not _inside(os.path.join(input_dir, rel), mask_dir))
+    files, broken = _walk(input_dir, [output_dir, mask_dir])
+    rels = [rel for rel in files if rel.lower().endswith(IMAGE_EXTENSIONS)]
     jobs, claimed = [], {}
+    for rel in broken:
+        if rel.lower().endswith(IMAGE_EXTENSIONS):
+            jobs.append(Job(rel, None, None, os.path.join(output_dir, os.path.splitext(rel)[0] + ".png"),
+                            "the image is a broken symbolic link"))
     for rel in rels:
         stem = os.path.splitext(rel)[0]
         mask = _find_same_stem(mask_dir, stem)
@@ -212,11 +224,8 @@ def _write_png(path: str, pixels: np.ndarray) -> None:
 
 
 def _load_pair(job: Job) -> tuple[np.ndarray, np.ndarray]:
-    image, mask = load_rgb8(job.image), load_mask(job.mask)
-    if image.shape[:2] != mask.shape:
-        raise ValueError(f"mask {job.mask} is {mask.shape[1]}x{mask.shape[0]} but image {job.image} is "
-                         f"{image.shape[1]}x{image.shape[0]} (W x H)")
-    return image, mask
+    image = load_rgb8(job.image)
+    return image, load_mask(job.mask, shape=image.shape[:2])
 
 
 def _groups(jobs: Iterable[Job], progress: _Progress) -> dict[tuple[int, int], list[Job]]:
@@ -315,6 +324,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pad_to", type=int, default=None,
                    help="pad H and W to a multiple of this (default: the model's size_multiple when it has "
                         "one, e.g. PConv U-Net, else 8 as LaMa)")
+    p.add_argument("--size_bucket", type=int, default=0,
+                   help="also pad H and W up to a multiple of this so photos of nearby sizes share one compiled "
+                        "program (faster over many sizes; changes results slightly, as any padding does; 0 = off)")
+    p.add_argument("--max_programs", type=int, default=8,
+                   help="compiled programs (image sizes) kept in memory; a new size beyond them clears JAX's caches, "
+                        "so memory stays flat over any number of sizes (0 = no bound)")
+    p.add_argument("--max_pixels", type=int, default=None,
+                   help="refuse images and masks with more pixels than this, from their header, before decoding "
+                        "(default: 50 megapixels, or JAXINPAINT_MAX_PIXELS)")
     p.add_argument("--refine", action="store_true", help="LaMa's multi-scale high-resolution refinement")
     p.add_argument("--refine_n_iters", type=int, default=15, help="refinement: forward passes per scale")
     p.add_argument("--refine_lr", type=float, default=0.002, help="refinement: Adam learning rate")
@@ -382,7 +400,8 @@ def _load_model(args, refine_options, hd_strategy):
         raise UsageError(f"--step applies to training workdirs only; {args.model} is not one")
     try:
         return jaxinpaint.load(args.model, step=args.step, ema=not args.no_ema, modulo=args.pad_to,
-                               refine=args.refine, hd_strategy=hd_strategy, **refine_options)
+                               refine=args.refine, hd_strategy=hd_strategy, size_bucket=args.size_bucket,
+                               max_programs=args.max_programs, **refine_options)
     except Exception as e:  # every loader failure means "this is not a usable model": report why
         raise UsageError(f"--model={args.model} is not a model jaxinpaint can load: "
                          f"{type(e).__name__}: {e}") from e
@@ -405,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                crop_margin=args.hd_crop_margin, resize_limit=args.hd_resize_limit)
         except inference.InputError as e:
             raise UsageError(str(e).replace("hd_strategy: ", "--hd_")) from e
+        if args.size_bucket < 0 or args.max_programs < 0:
+            raise UsageError("--size_bucket and --max_programs must be >= 0")
+        if args.max_pixels is not None:
+            if args.max_pixels < 1:
+                raise UsageError(f"--max_pixels must be >= 1, got {args.max_pixels}")
+            photos.set_max_pixels(args.max_pixels)
         refine_options = {}
         if args.refine:  # validated before the (slow) model loading
             from jaxinpaint.systems.lama.refine import RefineConfig

@@ -5,8 +5,11 @@
   replicated, alpha over white, 16 bit rounded to 8); :func:`load_rgb_uint8` gives uint8 RGB;
 * masks: :func:`load_mask` reads any mode with EXIF orientation; a pixel is a hole when any colour channel is
   > 0 (LaMa's binarisation); alpha is ignored;
-* folders: :func:`list_images` (recursive, sorted, hidden files skipped) and LaMa's evaluation-set pairing
-  (:func:`find_pairs`: ``x.png`` + ``x_mask000.png``).
+* folders: :func:`walk_files` (the one folder walk: each real file once, directory loops never followed,
+  broken links reported), :func:`list_images` (recursive, sorted, hidden files skipped) and LaMa's
+  evaluation-set pairing (:func:`find_pairs`: ``x.png`` + ``x_mask000.png``);
+* a pixel budget (``photos.max_pixels()``, 50 MP by default) checked from the header before decoding, in
+  every reader here.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pathlib
 import re
 import zlib
 from collections.abc import Sequence
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -23,6 +27,8 @@ from PIL import Image, ImageOps
 
 from jaxinpaint.data import photos
 from jaxinpaint.masks import IMAGE_EXTENSIONS
+
+log = logging.getLogger("jaxinpaint.data")
 
 #: Mask files of a LaMa-style evaluation set: ``<image stem>_mask<digits>.png``.
 MASK_FILE = re.compile(r"_mask\d*\.png$", re.IGNORECASE)
@@ -36,12 +42,68 @@ def sample_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(key.encode("utf-8"))])
 
 
+class Walk(NamedTuple):
+    """What :func:`walk_files` found: ``files`` as sorted ``(relative posix path, path)``; ``broken`` symbolic
+    links (their targets do not exist) as paths."""
+
+    files: list[tuple[str, str]]
+    broken: list[str]
+
+
+def walk_files(root: str | os.PathLike, *, exclude: Sequence[str | os.PathLike] = ()) -> Walk:
+    """Every regular file under ``root``, recursively, following directory symlinks but entering each real
+    directory once and listing each real file once (a symlink loop, or two links to one folder, would
+    otherwise repeat files dozens of times or never end). Hidden names and the folders in ``exclude`` are
+    skipped. The order is sorted by relative path, so it is the same on every machine; of several paths to
+    one file, the first in that order is kept.
+    """
+    root = os.fspath(os.path.expanduser(root))
+    excluded = {os.path.realpath(e) for e in exclude}
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[tuple[int, int]] = set()
+    files: list[tuple[str, str]] = []
+    broken: list[str] = []
+    stack = [("", root)]
+    while stack:
+        rel_dir, directory = stack.pop()
+        try:
+            info = os.stat(directory)
+            if (info.st_dev, info.st_ino) in seen_dirs or os.path.realpath(directory) in excluded:
+                continue
+            seen_dirs.add((info.st_dev, info.st_ino))
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as e:
+            log.warning("cannot list %s (%s); skipped", directory, e)
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{rel_dir}{entry.name}"
+            try:
+                if entry.is_dir():
+                    subdirs.append((rel + "/", entry.path))
+                elif entry.is_file():
+                    st_ = entry.stat()
+                    if (st_.st_dev, st_.st_ino) not in seen_files:
+                        seen_files.add((st_.st_dev, st_.st_ino))
+                        files.append((rel, entry.path))
+                elif entry.is_symlink():
+                    broken.append(entry.path)
+            except OSError:  # a link whose target vanished meanwhile, a permission problem...
+                broken.append(entry.path)
+        stack.extend(reversed(subdirs))
+    return Walk(sorted(files), sorted(broken))
+
+
 def list_images(root: str | os.PathLike, *, exclude: Sequence[str | os.PathLike] = (),
                 skip_masks: bool = True) -> list[pathlib.Path]:
     """Image files under ``root`` (recursive, sorted by relative path, any common extension, any case).
 
-    Hidden files/folders are skipped; so are ``*_mask<N>.png`` files when ``skip_masks`` (they are masks of
-    an evaluation set, not photos); folders in ``exclude`` (e.g. an output folder inside the input) too.
+    Walked with :func:`walk_files` (each real file once, no directory loop followed); hidden files/folders
+    are skipped; so are ``*_mask<N>.png`` files when ``skip_masks`` (they are masks of an evaluation set, not
+    photos); folders in ``exclude`` (e.g. an output folder inside the input) too. Broken symbolic links are
+    reported in a warning, not dropped silently.
 
     Raises:
       FileNotFoundError: ``root`` is not a folder, or holds no image file (the message lists the
@@ -50,25 +112,18 @@ def list_images(root: str | os.PathLike, *, exclude: Sequence[str | os.PathLike]
     root = pathlib.Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {str(root)!r} does not exist or is not a folder")
-    excluded = {os.path.realpath(e) for e in exclude}
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        if os.path.realpath(dirpath) in excluded:
-            dirnames[:] = []
-            continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            if skip_masks and MASK_FILE.search(name):
-                continue
-            found.append(pathlib.Path(dirpath) / name)
+    walk = walk_files(root, exclude=exclude)
+    if walk.broken:
+        log.warning("%d broken symbolic link(s) under %s skipped: %s", len(walk.broken), root,
+                    ", ".join(walk.broken[:5]) + (" ..." if len(walk.broken) > 5 else ""))
+    found = [pathlib.Path(path) for rel, path in walk.files
+             if rel.lower().endswith(IMAGE_EXTENSIONS) and not (skip_masks and MASK_FILE.search(rel))]
     if not found:
         raise FileNotFoundError(
             f"no image files under {str(root)!r} (searched recursively for "
             f"{', '.join('*' + e for e in IMAGE_EXTENSIONS)}, any case; hidden files"
             f"{' and *_mask<N>.png' if skip_masks else ''} ignored)")
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    return found
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
@@ -142,16 +197,26 @@ def find_pairs(root: str | os.PathLike) -> list[EvalPair]:
     return pairs
 
 
-def load_mask(path: str | os.PathLike) -> np.ndarray:
+def load_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A mask file as (H, W) bool, True = hole: any colour channel > 0, alpha ignored, EXIF orientation applied.
 
+    Args:
+      path: the mask file.
+      shape: the (H, W) of the image it belongs to; a mask of another size is an error naming both
+        (never silently resized: a resized mask is not the mask that was drawn).
+
     Raises:
-      photos.UnreadableImageError: the file is missing or cannot be decoded.
+      photos.UnreadableImageError: the file is missing, cannot be decoded, exceeds the pixel budget, has the
+        wrong size, or draws its hole only in the alpha channel (colour all black, alpha varying: such a mask
+        would otherwise silently mark no pixel).
     """
     try:
         with Image.open(path) as im:
+            photos.check_pixels(path, *im.size)
             im.load()
             im = ImageOps.exif_transpose(im)
+    except photos.UnreadableImageError:
+        raise
     except Exception as e:  # Pillow raises many exception types for bad files
         raise photos.UnreadableImageError(str(path), f"{type(e).__name__}: {e}") from e
     if im.mode in ("P", "PA"):
@@ -159,19 +224,33 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
     elif im.mode not in _NATIVE_MASK_MODES and not im.mode.startswith("I;16"):
         im = im.convert("RGB")
     arr = np.asarray(im)
+    alpha = None
     if im.mode in ("LA", "La", "RGBA", "RGBa"):
-        arr = arr[..., :-1]
+        arr, alpha = arr[..., :-1], arr[..., -1]
     hole = arr > 0
-    return hole.any(axis=-1) if hole.ndim == 3 else hole
+    hole = hole.any(axis=-1) if hole.ndim == 3 else hole
+    if alpha is not None and not hole.any() and alpha.min() != alpha.max():
+        raise photos.UnreadableImageError(
+            str(path), "the mask is black in every colour channel and draws its shape only in the alpha channel; "
+                       "holes are read from the colour channels (any value > 0 = hole): save the mask as "
+                       "white-on-black (or flatten it onto black)")
+    if shape is not None and hole.shape != tuple(shape):
+        raise photos.UnreadableImageError(str(path), f"the mask is {hole.shape[1]}x{hole.shape[0]} but its image is "
+                                                     f"{shape[1]}x{shape[0]} (W x H); masks are never resized")
+    return hole
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(H, W) of an image after EXIF orientation, from its header only (no decoding)."""
+    """(H, W) of an image after EXIF orientation, from its header only (no decoding); the pixel budget is
+    checked here too, so an oversized image is refused before anything is decoded."""
     try:
         with Image.open(path) as im:
             w, h = im.size
+            photos.check_pixels(path, w, h)
             if im.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):  # transposed or rotated by 90 degrees
                 w, h = h, w
+    except photos.UnreadableImageError:
+        raise
     except Exception as e:
         raise photos.UnreadableImageError(str(path), f"{type(e).__name__}: {e}") from e
     return h, w

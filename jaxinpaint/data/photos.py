@@ -69,6 +69,33 @@ class UnreadableImageError(OSError):
         super().__init__(f"cannot read image {self.path}: {reason}")
 
 
+#: Images with more pixels than this are refused from their header, before any decoding (a 140 KB PNG can
+#: declare 144 megapixels and take gigabytes to decode). 50 MP holds any camera photo up to 8K x 6K.
+DEFAULT_MAX_PIXELS = 50_000_000
+_max_pixels = int(os.environ.get("JAXINPAINT_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+def set_max_pixels(limit: int) -> None:
+    """Sets the pixel budget of every image and mask reader (default :data:`DEFAULT_MAX_PIXELS`, or the
+    ``JAXINPAINT_MAX_PIXELS`` environment variable; the CLIs' ``--max_pixels``)."""
+    global _max_pixels
+    if int(limit) < 1:
+        raise ValueError(f"the pixel budget must be >= 1, got {limit}")
+    _max_pixels = int(limit)
+
+
+def max_pixels() -> int:
+    return _max_pixels
+
+
+def check_pixels(path: str | os.PathLike, width: int, height: int) -> None:
+    """Raises :class:`UnreadableImageError` when an image's header declares more pixels than the budget."""
+    if width * height > _max_pixels:
+        raise UnreadableImageError(path, f"{width}x{height} is {width * height / 1e6:.1f} megapixels, more than the "
+                                         f"{_max_pixels / 1e6:g} MP budget (raise it with --max_pixels or "
+                                         "JAXINPAINT_MAX_PIXELS if this image is genuine)")
+
+
 class _Photo(NamedTuple):
     package: str  # import name, located with importlib.util.find_spec
     pip_name: str  # what to `pip install`
@@ -229,8 +256,11 @@ def load_image(
                     # draft() picks the largest DCT scale whose output is at least the requested size.
                     want = (-(-w * min_short_side // short), -(-h * min_short_side // short))  # ceil
                     im.draft(None, want)
+            check_pixels(path, *im.size)  # the size about to be decoded, from the header
             im.load()
             im = ImageOps.exif_transpose(im)
+    except UnreadableImageError:
+        raise
     except Exception as e:  # any decoder failure means "unreadable"; Pillow raises many exception types
         raise UnreadableImageError(path, f"{type(e).__name__}: {e}") from e
     if im.width < 1 or im.height < 1:

@@ -441,9 +441,10 @@ def make_global_batch(local_batch: Mapping[str, np.ndarray], sharding: jax.shard
 
 
 def eval_batches(config: Any, *, seed: int, batch_size: int, num_examples: int | None = None,
-                 process_index: int = 0, process_count: int = 1,
-                 prepare: Callable[[dict], dict] | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """Fixed evaluation batches of the held-out split, padded so every process sees the same shapes.
+                 process_index: int = 0, process_count: int = 1, prepare: Callable[[dict], dict] | None = None,
+                 split: str = "eval") -> Iterator[dict[str, np.ndarray]]:
+    """Fixed evaluation batches of the held-out split (``split='train'``: of the training split, for image
+    grids when there is no held-out one), padded so every process sees the same shapes.
 
     Example ``k`` is eval file ``order[k % N]`` (``order`` a permutation fixed by ``seed``), resized and
     centre-cropped (augmentation 'none'), with a mask from ``default_rng([seed, 5, k])`` drawn by
@@ -470,7 +471,7 @@ def eval_batches(config: Any, *, seed: int, batch_size: int, num_examples: int |
         gen = _mask_generator(config.eval_mask.name, config.eval_mask.kwargs, "input.eval_mask")
     else:
         gen = _mask_generator(config.mask.name, config.mask.kwargs, "input.mask")
-    reader = sources.Reader(sources.open_source(config, "eval"))
+    reader = sources.Reader(sources.open_source(config, split))
     n_files = len(reader.source)
     total = n_files if num_examples is None else int(num_examples)
     if total < 1:

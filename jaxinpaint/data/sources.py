@@ -26,25 +26,16 @@ class EmptyDatasetError(ValueError):
 
 
 def list_image_files(root: pathlib.Path, exclude: tuple[pathlib.Path, ...] = ()) -> list[str]:
-    """Sorted image paths under ``root`` (recursive); str, not Path, to stay small for millions of files."""
-    excluded = {os.path.realpath(e) for e in exclude}
-    seen: set[str] = set()
-    found: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen or real in excluded:  # symlink cycle, or the eval split inside the train root
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel_dir = os.path.relpath(dirpath, root)
-        for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS) or _MASK_FILE.search(name):
-                continue
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
-            found.append((rel, os.path.join(dirpath, name)))
-    found.sort()
-    return [full for _, full in found]
+    """Sorted image paths under ``root`` (recursive; ``images.walk_files``: each real file once, no directory
+    loop followed); str, not Path, to stay small for millions of files."""
+    from jaxinpaint.data import images  # the one folder walk
+
+    walk = images.walk_files(root, exclude=exclude)
+    if walk.broken:
+        logger.warning("%d broken symbolic link(s) under %s skipped: %s", len(walk.broken), root,
+                       ", ".join(walk.broken[:5]))
+    return [path for rel, path in walk.files
+            if rel.lower().endswith(IMAGE_EXTENSIONS) and not _MASK_FILE.search(rel.rsplit("/", 1)[-1])]
 
 
 class FileSource:
@@ -141,6 +132,14 @@ class TfdsSource:
         except Exception as e:  # a corrupt record can fail in many ways inside TFDS
             raise photos.UnreadableImageError(self.key(index), f"{type(e).__name__}: {e}") from e
         return array_to_rgb(example[self._key], self.key(index))
+
+
+def has_split(config: Any, split: str) -> bool:
+    """Whether ``open_source(config, split)`` would find a source (a folder's eval split may be absent)."""
+    if config.source != "folder" or split == "train":
+        return True
+    eval_dir = config.eval_folder or os.path.join(os.path.expanduser(config.folder), "val")
+    return os.path.isdir(os.path.expanduser(eval_dir))
 
 
 def open_source(config: Any, split: str):

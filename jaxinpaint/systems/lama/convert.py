@@ -13,7 +13,9 @@ A *source* is any of:
   * a PyTorch Lightning ``.ckpt`` (the released ``big-lama/models/best.ckpt``: generator keys under
     ``generator.``, discriminator keys under ``discriminator.``; other entries such as ``loss_resnet_pl.*`` and
     the pickled OmegaConf ``hyper_parameters`` are ignored);
-  * a plain state-dict ``.pth``/``.pt``;
+  * a plain state-dict ``.pth``/``.pt``, or a ``.safetensors`` file;
+  * the TorchScript ``big-lama.pt`` that IOPaint and lama-cleaner cache (LaMa's ``bin/to_jit.py`` output): its
+    tensors are read as data, its code is never run (``jaxinpaint.io.torch_pickle``);
   * an ``.npz`` of arrays keyed by the original names (e.g. the reference fixtures);
   * a directory written by this module's converter (``python -m jaxinpaint.convert``) or a training workdir;
   * a mapping from the original names to numpy arrays.
@@ -75,10 +77,12 @@ def read_state_dict(source: str | os.PathLike | StateDict) -> dict[str, np.ndarr
 
 
 def _select(sd: dict[str, np.ndarray], prefix: str, marker: str, what: str, source) -> dict[str, np.ndarray]:
-    """Keys of one network: those under ``prefix`` (Lightning checkpoints), else those matching the regex
-    ``marker`` (a plain state dict or an .npz, where other arrays are ignored)."""
-    if any(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    """Keys of one network: those under ``prefix`` (Lightning checkpoints) or ``model.<prefix>`` (the TorchScript
+    ``big-lama.pt`` of IOPaint / lama-cleaner: LaMa's ``to_jit.py`` wraps the training module as ``model``),
+    else those matching the regex ``marker`` (a plain state dict or an .npz, where other arrays are ignored)."""
+    for p in (prefix, "model." + prefix):
+        if any(k.startswith(p) for k in sd):
+            return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
     selected = {k: v for k, v in sd.items() if re.match(marker, k)}
     if not selected:
         prefixes = sorted({k.split(".")[0] + "." for k in sd})
@@ -402,11 +406,11 @@ def load_original(source) -> dict[str, tuple[nn.Module, Variables]]:
     """``{'generator': ..., 'discriminator': ...}`` from an original LaMa file (D only when it holds one)."""
     sd = read_state_dict(source)
     models = {"generator": load_lama_generator(sd)}
-    if any(k.startswith(("discriminator.", "model0.")) for k in sd):
+    if any(k.startswith(("discriminator.", "model.discriminator.", "model0.")) for k in sd):
         models["discriminator"] = load_lama_discriminator(sd)
     return models
 
 
 def looks_like_lama(sd: Mapping[str, Any]) -> bool:
     """Whether a state dict holds LaMa generator keys (a Lightning checkpoint or a plain generator)."""
-    return any(re.match(r"(generator\.)?model\.1\.(ffc\.convl2l|weight)", k) for k in sd)
+    return any(re.match(r"(model\.)?(generator\.)?model\.1\.(ffc\.convl2l|weight)", k) for k in sd)
