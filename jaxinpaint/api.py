@@ -297,6 +297,11 @@ def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_co
     unknown = sorted(set(options) - set(config))
     if unknown:
         raise TypeError(f"{solver.name}: unknown option(s) {unknown}; options: {sorted(config)}")
+    preset = options.get("preset")
+    if preset:  # the preset's settings first, the explicit options over them
+        if preset not in solver.presets:
+            raise ValueError(f"{solver.name}: unknown preset {preset!r}; presets: {sorted(solver.presets) or 'none'}")
+        config.update(dict(solver.presets[preset]))
     config.update(dict(options))
     return config
 

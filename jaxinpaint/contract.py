@@ -311,6 +311,11 @@ class Solver:
       iterations: ``config -> int``, the number of optimisation steps (progress and rate reports).
       host_solve: optional ``(resources, image, mask, config, seed) -> (pred, info)`` replacing the jitted
         ``solve`` for methods that need the host between stages (several scales with host-side resizes).
+      presets: named groups of settings, ``{name: {field: value}}``; the option ``preset=name`` (a field of
+        ``default_config``) applies one before the explicit options (``jaxinpaint.load(name, preset='smoke')``).
+
+    Progress: ``solve`` calls :func:`report_progress` once per iteration of its scan body (it reports every
+    few iterations); ``iterations`` is the total a progress bar starts with.
     """
 
     name: str
@@ -321,6 +326,7 @@ class Solver:
     size_multiple: Callable[[ConfigDict], int] = lambda config: 1
     iterations: Callable[[ConfigDict], int] = lambda config: 0
     host_solve: Callable[..., tuple[Any, dict[str, Any]]] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     licence: str = ""
     kind = "solver"
 

@@ -36,6 +36,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "ctsdg": ("jaxinpaint.systems.ctsdg", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
     "tv": ("jaxinpaint.systems.tv", "SOLVER"),
+    "hallucination": ("jaxinpaint.systems.hallucination", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
 
