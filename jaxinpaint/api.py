@@ -176,6 +176,23 @@ class ModelInpainter(Inpainter):
         return np.asarray(self.apply(params, states, {k: jnp.asarray(v) for k, v in batch.items()}))
 
 
+_SOLVE_CACHE: dict[tuple[str, int, str], Any] = {}
+
+
+def _jitted_solve(solver: contract.Solver, config: ml_collections.ConfigDict):
+    """One jitted ``solve`` per (solver, settings), shared by every inpainter built with them, so loading the
+    same solver again (each ``predict`` call, each test) reuses its compiled programs instead of recompiling."""
+    key = (solver.name, id(solver), config.to_json(sort_keys=True))
+    fn = _SOLVE_CACHE.get(key)
+    if fn is None:
+        frozen = ml_collections.ConfigDict(config.to_dict())  # later edits of the caller's config cannot leak in
+        fn = jax.jit(lambda resources, image, mask, rng: solver.solve(resources, image, mask, frozen, rng))
+        _SOLVE_CACHE[key] = (solver, fn)  # the solver is kept alive, so its id is never reused
+    else:
+        fn = fn[1]
+    return fn
+
+
 class SolverInpainter(Inpainter):
     """A per-image solver (total variation, Deep Image Prior, LaMa's refinement...)."""
 
@@ -196,7 +213,7 @@ class SolverInpainter(Inpainter):
         super().__init__(math.lcm(int(modulo), multiple) if modulo else multiple)
         self.last_info: dict[str, Any] = {}
         if solver.solve is not None:
-            self._solve = jax.jit(lambda resources, image, mask, rng: solver.solve(resources, image, mask, config, rng))
+            self._solve = _jitted_solve(solver, config)
 
     def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         out = []
