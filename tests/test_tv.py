@@ -51,7 +51,8 @@ def test_tv_beats_mean_colour_fill_in_hole_psnr():
     mean_fill = image.copy()
     mean_fill[hole] = np.round(image[~hole].reshape(-1, 3).mean(0)).astype(np.uint8)
     psnr_tv, psnr_mean = _hole_psnr(out, image, hole), _hole_psnr(mean_fill, image, hole)
-    # Measured: 19.6 dB vs 13.8 dB on this crop; 2 dB is a margin that only a broken solver misses.
+    # Measured: 22.0 dB vs 8.3 dB on this crop (astronaut, 64 px, 9.8% hole); 2 dB is a margin that only a
+    # broken solver misses.
     assert psnr_tv > psnr_mean + 2.0, (psnr_tv, psnr_mean)
 
 
