@@ -269,7 +269,8 @@ def solve(resources, image: jax.Array, mask: jax.Array, config, rng) -> tuple[ja
 
     Returns ``(pred, info)``: pred (1, H, W, 3) in [0, 1]; info ``objective``, ``score``, ``tv`` and ``graph``
     per iteration (all octaves, coarsest first; the values at the start of each step, the score on the jittered
-    image as deep dream evaluates it) and ``class_index`` (c* for the logit objective, else -1).
+    image as deep dream evaluates it), ``score_start`` and ``score_end`` (s of the initial fill and of the result,
+    unjittered) and ``class_index`` (c* for the logit objective, else -1).
     """
     _check(config)
     variables = resources
@@ -319,7 +320,10 @@ def solve(resources, image: jax.Array, mask: jax.Array, config, rng) -> tuple[ja
         detail = x - base
     pred = x / 255.0
     objective, s, t, g = (jnp.concatenate([r[j] for r in records]) for j in range(4))
-    return pred, {"objective": objective, "score": s, "tv": t, "graph": g,
+    # s on the whole unjittered image before and after: the per-step scores are taken at random shifts.
+    score_start, score_end = score(filled), score(pred)
+    return pred, {"objective": objective, "score": s, "tv": t, "graph": g, "score_start": score_start,
+                  "score_end": score_end,
                   "class_index": jnp.asarray(class_index if config.objective == "logit" else -1, jnp.int32)}
 
 
