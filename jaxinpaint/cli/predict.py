@@ -9,7 +9,12 @@
 ``--model`` (SOURCE) is anything ``jaxinpaint.load`` takes: a training workdir (the latest checkpoint, or
 ``--step=N``; EMA weights when the run kept them, ``--no_ema`` for the raw ones), a directory written by
 ``jaxinpaint convert``, an original weight file (LaMa's ``.ckpt``/``.pth``), or the name of a per-image
-method (``tv``, ``dip``...).
+method (``tv``, ``hallucination``...), whose settings ``--option=KEY=VALUE`` sets (repeatable; the method's
+``default_config`` fields, e.g. ``--option=iterations=100``, ``--option=preset=smoke``,
+``--option=weights=vgg19-dcbb9e9d.pth``). A per-image method shows its iterations while it runs
+(``--progress``: a tqdm bar on a terminal, log lines with ``it/s`` and ``ETA`` otherwise, or ``none``).
+
+    jaxinpaint predict --model=tv --image=x.png --mask=x_mask.png --output=x_tv.png
 
 Input layouts:
 
