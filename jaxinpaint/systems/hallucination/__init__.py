@@ -312,7 +312,7 @@ def solve(resources, image: jax.Array, mask: jax.Array, config, rng) -> tuple[ja
             t, g = regularisers(x, m)
             x, s = ascent_step(x, score_grad, reg_grad, shift, m, base, float(config.step))
             objective = s - lam_tv * t - lam_g * g
-            contract.report_progress(offset + i, total, objective=objective)
+            contract.report_progress(offset + i, total, every=1, objective=objective)  # slow steps: each one
             return x, (objective, s, t, g)
 
         x, rec = jax.lax.scan(body, x0, jnp.arange(n_iters))
