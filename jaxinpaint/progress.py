@@ -58,11 +58,13 @@ class LogProgress(contract.ProgressSink):
         self.logger = logger or log
         self.lines: list[str] = []
         self._lock = threading.Lock()
-        self._label, self._total, self._clock, self._last_line, self._last_done = "", 0, _Clock(), 0.0, 0
+        self._label, self._total, self._clock = "", 0, _Clock()
+        self._last_line, self._last_done = 0.0, 0
 
     def start(self, label: str, total: int) -> None:
         with self._lock:
-            self._label, self._total, self._clock, self._last_line, self._last_done = label, int(total), _Clock(), 0.0, 0
+            self._label, self._total, self._clock = label, int(total), _Clock()
+            self._last_line, self._last_done = 0.0, 0
 
     def update(self, done: int, total: int, values: Mapping[str, float]) -> None:
         with self._lock:

@@ -74,7 +74,8 @@ def test_full_hole_step_is_deepdreams_make_step(ox, oy):
     rng = np.random.default_rng(1)
     x = rng.uniform(-20, 275, (h, w, 3))  # some values outside [0, 255], so the clip acts
     weights = _weights(h, w)
-    ref = _np_make_step((x - _BIAS).transpose(2, 0, 1), lambda s: weights.transpose(2, 0, 1) * (s + _BIAS[:, None, None]),
+    w_chw = weights.transpose(2, 0, 1)
+    ref = _np_make_step((x - _BIAS).transpose(2, 0, 1), lambda s: w_chw * (s + _BIAS[:, None, None]),
                         ox, oy).transpose(1, 2, 0) + _BIAS
 
     def score_grad(xr):
@@ -100,7 +101,8 @@ def test_masked_step_matches_numpy_port():
     def score_grad(xr):
         return jnp.float32(0), jnp.asarray(weights, jnp.float32)[None] * xr
 
-    out, _ = hal.ascent_step(jnp.asarray(x[None], jnp.float32), score_grad, lambda _: jnp.asarray(reg[None], jnp.float32),
+    out, _ = hal.ascent_step(jnp.asarray(x[None], jnp.float32), score_grad,
+                             lambda _: jnp.asarray(reg[None], jnp.float32),
                              jnp.asarray([4, -6]), jnp.asarray(mask[None], jnp.float32),
                              jnp.asarray(base[None], jnp.float32), 1.5)
     np.testing.assert_allclose(np.asarray(out[0]), ref, rtol=1e-5, atol=1e-3)

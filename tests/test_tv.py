@@ -79,7 +79,8 @@ def test_objective_decreases(norm, optimizer):
     # The fine level (second half) starts from the coarse solution and goes down from there.
     assert objective[-1] < objective[40] - 1e-4
     # Known pixels are constants of the problem: exactly unchanged, not just composited back.
-    np.testing.assert_array_equal(np.asarray(pred)[np.asarray(m[..., 0]) == 0], np.asarray(x)[np.asarray(m[..., 0]) == 0])
+    known = np.asarray(m[..., 0]) == 0
+    np.testing.assert_array_equal(np.asarray(pred)[known], np.asarray(x)[known])
 
 
 def test_tv_terms_of_a_known_image():
@@ -162,6 +163,16 @@ def test_report_progress_every_zero_is_silent():
     finally:
         contract.set_progress_sink(previous)
     assert [e[1] for e in recorder.events] == [5, 10]
+
+
+def test_bar_progress_draws_a_tqdm_bar():
+    import io
+
+    image, mask = _photo_crop(32)
+    stream = io.StringIO()
+    jaxinpaint.load("tv", progress=progress.BarProgress(file=stream, leave=True), **SMALL).inpaint(image, mask)
+    text = stream.getvalue()
+    assert "tv: 100%" in text and "100/100" in text and "it/s" in text and "objective" in text
 
 
 def test_make_sink_kinds():

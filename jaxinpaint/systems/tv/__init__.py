@@ -6,9 +6,9 @@ with the image of least total variation that agrees with the known pixels,
     minimise over x_H   TV(x)   subject to   x_K = y_K,
 
 so only the hole pixels H are variables; the known pixels K are constants of the problem. The hole starts at
-the mean known colour (per channel), is solved coarse to fine (``levels``), the optimiser is L-BFGS (``optax.lbfgs``, zoom line search) by default or
-Adam, and the whole run is one jitted ``lax.scan`` of ``iterations`` steps whose objective values come back in
-``info['objective']``.
+the mean known colour (per channel) and is solved coarse to fine (``levels``); the optimiser is L-BFGS
+(``optax.lbfgs``, zoom line search) by default or Adam, and each level is one ``lax.scan`` of ``iterations``
+steps (all levels in one jitted program) whose objective values come back in ``info['objective']``.
 
 TV, per channel, with forward differences (the difference across the last row/column is 0, i.e. Neumann
 boundary):
@@ -24,6 +24,11 @@ Only the terms that involve a hole pixel vary; the objective reported is their s
 hole values (pixels x channels), so it reads as "TV per hole value" and is comparable across image sizes. The
 run is deterministic (no random choices; the seed is ignored). The prediction is the optimised image; the
 caller composites it, so known pixels come back byte-identical.
+
+Speed (the defaults, a 256 px photo crop with a 10% square hole, the shared 2-core CPU): 3 levels x 200 L-BFGS
+steps run in about 3 s (~200 it/s) once compiled; compiling takes about 8 s on first use. L-BFGS from a flat fill
+at full size alone needs ~1000 steps to reach the same objective (TV moves information about a pixel per step),
+hence the levels.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ def _check(config) -> None:
 
 
 def forward_differences(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(dx, dy)`` of (N, H, W, C): ``x[., i, j+1] - x[., i, j]`` and ``x[., i+1, j] - x[., i, j]``, 0 past the edge."""
+    """``(dx, dy)`` of (N, H, W, C): ``x[., i, j+1] - x[., i, j]`` and ``x[., i+1, j] - x[., i, j]``; 0 past the
+    edge."""
     dx = jnp.pad(x[:, :, 1:] - x[:, :, :-1], ((0, 0), (0, 0), (0, 1), (0, 0)))
     dy = jnp.pad(x[:, 1:] - x[:, :-1], ((0, 0), (0, 1), (0, 0), (0, 0)))
     return dx, dy
