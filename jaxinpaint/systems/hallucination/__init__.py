@@ -34,7 +34,8 @@ Differences from deep dream, all deliberate: the step is normalised by the mean 
 gradient is 0 elsewhere; the image is RGB in [0, 255] fed to a torchvision VGG (ImageNet mean/std) rather than
 Caffe's mean-subtracted BGR; the regularisers see the unrolled image (a roll wraps the image around and would
 create false edges); octaves smaller than the network's minimum (32 px for the logits, the tap's pooling
-otherwise) are skipped.
+otherwise) are skipped; the classifier sees each whole octave (torchvision's ``AdaptiveAvgPool2d(7)`` accepts any
+size of at least 32 px) rather than the design's 224 px tiles, so a photo is one forward pass per step.
 
 Resources are the classifier's weights (``weights``: a torchvision ``vgg19``/``vgg16`` state dict; no download
 at run time; ``'random'`` for tests and the ``smoke`` preset). Randomness (the jitter) comes from the seed only:
@@ -57,7 +58,8 @@ INITS = ("mean", "tv")
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The design defaults (systems-more.md §6.2); every one **unverified** (the paper gives none).
+    """The design defaults (systems-more.md §6.2); every one **unverified** (the paper gives none: the values
+    are deep dream's or the design's, marked below by where they come from).
 
     Fields:
       weights: path of a torchvision VGG state dict (``vgg19-dcbb9e9d.pth``: ``vgg.VGG19_URL``), or ``'random'``
