@@ -176,35 +176,68 @@ class ModelInpainter(Inpainter):
         return np.asarray(self.apply(params, states, {k: jnp.asarray(v) for k, v in batch.items()}))
 
 
+_SOLVE_CACHE: dict[tuple[str, int, str], Any] = {}
+
+
+def _jitted_solve(solver: contract.Solver, config: ml_collections.ConfigDict):
+    """One jitted ``solve`` per (solver, settings), shared by every inpainter built with them, so loading the
+    same solver again (each ``predict`` call, each test) reuses its compiled programs instead of recompiling."""
+    key = (solver.name, id(solver), config.to_json(sort_keys=True))
+    fn = _SOLVE_CACHE.get(key)
+    if fn is None:
+        frozen = ml_collections.ConfigDict(config.to_dict())  # later edits of the caller's config cannot leak in
+        fn = jax.jit(lambda resources, image, mask, rng: solver.solve(resources, image, mask, frozen, rng))
+        _SOLVE_CACHE[key] = (solver, fn)  # the solver is kept alive, so its id is never reused
+    else:
+        fn = fn[1]
+    return fn
+
+
 class SolverInpainter(Inpainter):
     """A per-image solver (total variation, Deep Image Prior, LaMa's refinement...)."""
 
     kind = "solver"
 
     def __init__(self, solver: contract.Solver, config: ml_collections.ConfigDict, resources: Any = None, *,
-                 seed: int = 0, modulo: int | None = None):
+                 seed: int = 0, modulo: int | None = None, progress: Any = None):
+        from jaxinpaint import progress as progress_lib
+
         self.solver = solver
         self.name = solver.name
         self.config = config
         self.seed = int(seed)
+        #: where the solver's iteration reports go while an image is solved (None: nowhere)
+        self.progress = progress_lib.make_sink(progress)
         self.resources = solver.load_resources(config) if resources is None else resources
         multiple = int(solver.size_multiple(config))
         super().__init__(math.lcm(int(modulo), multiple) if modulo else multiple)
         self.last_info: dict[str, Any] = {}
         if solver.solve is not None:
-            self._solve = jax.jit(lambda resources, image, mask, rng: solver.solve(resources, image, mask, config, rng))
+            self._solve = _jitted_solve(solver, config)
 
     def predict(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:
         out = []
         for i in range(len(images)):
             image, mask = images[i:i + 1], holes[i:i + 1, ..., None].astype(np.float32)
-            if self.solver.host_solve is not None:
-                pred, info = self.solver.host_solve(self.resources, image, mask, self.config, self.seed)
-            else:
-                pred, info = self._solve(self.resources, jnp.asarray(image), jnp.asarray(mask),
-                                         jax.random.key(self.seed))
+            sink = self.progress
+            previous = contract.set_progress_sink(sink) if sink is not None else None
+            try:
+                if sink is not None:
+                    sink.start(self.name, int(self.solver.iterations(self.config)))
+                if self.solver.host_solve is not None:
+                    pred, info = self.solver.host_solve(self.resources, image, mask, self.config, self.seed)
+                else:
+                    pred, info = self._solve(self.resources, jnp.asarray(image), jnp.asarray(mask),
+                                             jax.random.key(self.seed))
+                pred = np.asarray(pred)
+                if sink is not None:
+                    jax.effects_barrier()  # every report delivered before the bar closes
+            finally:
+                if sink is not None:
+                    sink.finish()
+                    contract.set_progress_sink(previous)
             self.last_info = jax.tree.map(np.asarray, info)
-            out.append(np.asarray(pred)[0])
+            out.append(pred[0])
         return np.stack(out)
 
 
@@ -281,13 +314,18 @@ def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_co
     unknown = sorted(set(options) - set(config))
     if unknown:
         raise TypeError(f"{solver.name}: unknown option(s) {unknown}; options: {sorted(config)}")
+    preset = options.get("preset")
+    if preset:  # the preset's settings first, the explicit options over them
+        if preset not in solver.presets:
+            raise ValueError(f"{solver.name}: unknown preset {preset!r}; presets: {sorted(solver.presets) or 'none'}")
+        config.update(dict(solver.presets[preset]))
     config.update(dict(options))
     return config
 
 
 def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool = False, seed: int = 0,
          modulo: int | None = None, hd_strategy: Any = None, size_bucket: int = 0,
-         max_programs: int = DEFAULT_MAX_PROGRAMS, **options) -> Inpainter:
+         max_programs: int = DEFAULT_MAX_PROGRAMS, progress: Any = None, **options) -> Inpainter:
     """An inpainter for ``source`` (see the module docstring).
 
     Args:
@@ -301,6 +339,9 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
         dict of :class:`jaxinpaint.inference.HDStrategy` fields (IOPaint's HD strategies).
       size_bucket: also pad H and W up to a multiple of this, so nearby sizes share a compiled program (0: off).
       max_programs: compiled programs (image sizes) kept before JAX's caches are cleared (0: no bound).
+      progress: a per-image solver's iteration reports while it runs (``jaxinpaint.progress.make_sink``):
+        None (default, silent: library use), ``'auto'`` (a tqdm bar on a terminal, log lines otherwise),
+        ``'bar'``, ``'log'``, or a :class:`jaxinpaint.contract.ProgressSink`. Ignored by trained models.
       **options: a solver's (or the refinement's) settings, e.g. ``iterations=500``; for a trained model,
         ``config.inference`` fields (e.g. ``postprocess=True`` for GLCIC).
 
@@ -309,15 +350,17 @@ def load(source: Any, *, step: int | None = None, ema: bool = True, refine: bool
       ValueError: the path is not a model jaxinpaint can load (the message says why).
     """
     strategy = inference.HDStrategy.of(hd_strategy)
-    model = _load(source, step=step, ema=ema, refine=refine, seed=seed, modulo=modulo, **options)
+    model = _load(source, step=step, ema=ema, refine=refine, seed=seed, modulo=modulo, progress=progress,
+                  **options)
     model.hd_strategy = strategy
     return model.configure_memory(size_bucket, max_programs)
 
 
-def _load(source, *, step, ema, refine, seed, modulo, **options) -> Inpainter:
+def _load(source, *, step, ema, refine, seed, modulo, progress=None, **options) -> Inpainter:
     if isinstance(source, str) and not os.path.exists(source) and source in systems.names("solver"):
         solver = systems.get(source)
-        return SolverInpainter(solver, _solver_config(solver, options), seed=seed, modulo=modulo)
+        return SolverInpainter(solver, _solver_config(solver, options), seed=seed, modulo=modulo,
+                               progress=progress)
     path = os.fspath(source)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -346,7 +389,7 @@ def _load(source, *, step, ema, refine, seed, modulo, **options) -> Inpainter:
         solver = systems.get("lama_refine")
         config = _solver_config(solver, {"model": path, **options})
         config.modulo = model.modulo
-        return SolverInpainter(solver, config, resources=model.network("generator"), seed=seed)
+        return SolverInpainter(solver, config, resources=model.network("generator"), seed=seed, progress=progress)
     if options:
         return _with_inference_options(model, options, modulo)
     return model

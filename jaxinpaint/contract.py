@@ -311,6 +311,11 @@ class Solver:
       iterations: ``config -> int``, the number of optimisation steps (progress and rate reports).
       host_solve: optional ``(resources, image, mask, config, seed) -> (pred, info)`` replacing the jitted
         ``solve`` for methods that need the host between stages (several scales with host-side resizes).
+      presets: named groups of settings, ``{name: {field: value}}``; the option ``preset=name`` (a field of
+        ``default_config``) applies one before the explicit options (``jaxinpaint.load(name, preset='smoke')``).
+
+    Progress: ``solve`` calls :func:`report_progress` once per iteration of its scan body (it reports every
+    few iterations); ``iterations`` is the total a progress bar starts with.
     """
 
     name: str
@@ -321,8 +326,93 @@ class Solver:
     size_multiple: Callable[[ConfigDict], int] = lambda config: 1
     iterations: Callable[[ConfigDict], int] = lambda config: 0
     host_solve: Callable[..., tuple[Any, dict[str, Any]]] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     licence: str = ""
     kind = "solver"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Solver progress: iterations/s and ETA from inside a jitted scan.
+# ------------------------------------------------------------------------------------------------------------
+
+
+class ProgressSink:
+    """Receives a running solver's progress on the host (``set_progress_sink``).
+
+    ``start`` and ``finish`` bracket one solve (``jaxinpaint.api.SolverInpainter`` calls them around each image);
+    ``update`` is called from JAX's callback thread with the number of iterations done (1-based), the total
+    and the scalar values the solver passed (objective...). Implementations: ``jaxinpaint.progress``.
+    """
+
+    def start(self, label: str, total: int) -> None:
+        del label, total
+
+    def update(self, done: int, total: int, values: Mapping[str, float]) -> None:
+        del done, total, values
+
+    def finish(self) -> None:
+        pass
+
+
+_progress_sink: ProgressSink | None = None
+
+
+def set_progress_sink(sink: ProgressSink | None) -> ProgressSink | None:
+    """Installs the process-wide sink of :func:`report_progress` (None: silent); returns the previous one.
+
+    A process-wide variable, not a context variable: the reports arrive on JAX's callback thread, which sees
+    no caller's context. The sink is looked up when a report arrives, never when the solver is traced, so one
+    compiled solver serves runs with and without a sink.
+    """
+    global _progress_sink
+    previous, _progress_sink = _progress_sink, sink
+    return previous
+
+
+def progress_sink() -> ProgressSink | None:
+    """The installed sink (None when progress is silent: library use, tests)."""
+    return _progress_sink
+
+
+def _deliver_progress(done, total, values) -> None:
+    sink = _progress_sink
+    if sink is not None:
+        sink.update(int(done), int(total), {k: float(v) for k, v in values.items()})
+
+
+def report_progress(i, total, *, every: int | None = None, **values) -> None:
+    """Reports iteration ``i`` (0-based) of ``total`` from inside a jitted solver, every ``every`` iterations.
+
+    One line in a ``lax.scan`` body::
+
+        contract.report_progress(i, n_iters, objective=loss)
+
+    Every ``every``-th iteration (and the last) it hands ``(i + 1, total, values)`` to the installed sink through
+    ``jax.debug.callback``; between reports it costs one integer comparison, so a solver always calls it and
+    ``set_progress_sink`` decides whether anything is shown. ``i`` and ``total`` may be traced (a multi-stage
+    solver passes its running offset), ``values`` are scalars (traced or not).
+
+    Args:
+      i: the iteration just computed, 0-based (int or int32 scalar).
+      total: the number of iterations of the whole solve (all stages).
+      every: report period; default ``max(1, total // 50)`` for a Python ``total``, else 10. 0 never reports.
+      **values: scalars shown next to the rate (e.g. ``objective=loss``).
+    """
+    import jax.numpy as jnp
+
+    if every is None:
+        every = max(1, int(total) // 50) if isinstance(total, int) else 10
+    if int(every) <= 0:
+        return
+    done = jnp.asarray(i, jnp.int32) + 1
+    total_arr = jnp.asarray(total, jnp.int32)
+    values = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+    due = jnp.logical_or(done % int(every) == 0, done >= total_arr)
+
+    def emit(args):
+        jax.debug.callback(_deliver_progress, *args)
+
+    jax.lax.cond(due, emit, lambda args: None, (done, total_arr, values))
 
 
 def resolve_bn_groups(config) -> int:
@@ -362,5 +452,6 @@ def composite(pred: jax.Array, image: jax.Array, mask: jax.Array) -> jax.Array:
     return mask * pred + (1.0 - mask) * image
 
 
-__all__ = ["Context", "Network", "Nets", "Phase", "Solver", "System", "Update", "check_phases", "composite",
-           "phase_at", "resolve_bn_groups", "runtime_fields", "stop_gradient_tree"]
+__all__ = ["Context", "Network", "Nets", "Phase", "ProgressSink", "Solver", "System", "Update", "check_phases",
+           "composite", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups", "runtime_fields",
+           "set_progress_sink", "stop_gradient_tree"]

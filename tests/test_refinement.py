@@ -107,6 +107,34 @@ def test_refinement_lowers_objective_and_keeps_known_pixels(tiny):
     assert np.any(out[mask] != plain[mask])
 
 
+def test_refinement_reports_progress(tiny):
+    # Same settings and sizes as the test above: the cached scale programs are reused, nothing recompiles.
+    from jaxinpaint import contract
+
+    class Recorder(contract.ProgressSink):
+        def __init__(self):
+            self.updates = []
+
+        def update(self, done, total, values):
+            self.updates.append((done, total, values["objective"]))
+
+    model, variables = tiny
+    image = smooth_image(96)
+    mask = np.zeros((96, 96), bool)
+    mask[20:70, 30:80] = True
+    recorder = Recorder()
+    previous = contract.set_progress_sink(recorder)
+    try:
+        result = refinement.refine(model, variables, image, mask, config=refinement.RefineConfig(n_scales=2))
+        jax.effects_barrier()
+    finally:
+        contract.set_progress_sink(previous)
+    # One report per Adam step of the finer scale (14: n_iters - 1; the last forward pass is not a step).
+    assert [u[0] for u in recorder.updates] == list(range(1, 15))
+    assert {u[1] for u in recorder.updates} == {14}
+    np.testing.assert_allclose([u[2] for u in recorder.updates], result.objectives[1][:14], rtol=1e-6)
+
+
 def test_empty_eroded_hole_is_not_nan(tiny):
     model, variables = tiny
     image = smooth_image(96)

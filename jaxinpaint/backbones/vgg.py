@@ -135,6 +135,66 @@ class Model(nn.Module):
         return out
 
 
+#: torchvision's ``classifier`` head: (Sequential index, output width) of fc6, fc7 and fc8.
+CLASSIFIER_LAYERS = (("fc6", 0, 4096), ("fc7", 3, 4096), ("fc8", 6, 1000))
+#: Where torchvision downloads the ImageNet VGG19 (``IMAGENET1K_V1``) state dict; jaxinpaint never does.
+VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+
+def adaptive_avg_pool(x: Array, size: tuple[int, int]) -> Array:
+    """torch ``AdaptiveAvgPool2d(size)`` on NHWC with static shapes: bin i spans
+    ``[floor(i * n / k), ceil((i + 1) * n / k))``, so inputs smaller than ``size`` repeat their cells."""
+    def pool_axis(x, axis, k):
+        n = x.shape[axis]
+        parts = []
+        for i in range(k):
+            a, b = (i * n) // k, -((-(i + 1) * n) // k)
+            parts.append(jnp.mean(jax.lax.slice_in_dim(x, a, b, axis=axis), axis=axis, keepdims=True))
+        return jnp.concatenate(parts, axis=axis)
+
+    return pool_axis(pool_axis(x, 1, size[0]), 2, size[1])
+
+
+class Classifier(nn.Module):
+    """The whole torchvision VGG16/19 classifier: conv trunk, ``AdaptiveAvgPool2d(7)``, fc6-fc7-fc8 logits.
+
+    Evaluation mode only (torchvision's dropout layers are the identity there). The pooled features are
+    flattened in torch's (C, H, W) order so that torchvision's ``classifier.0.weight`` applies unchanged. The
+    trunk is a :class:`Model` named ``features``, so its parameters sit under ``params['features']``.
+
+    Attributes:
+      depth: 16 or 19.
+      width_divisor: divides every width, fc6/fc7 included (tiny random test classifiers); 1 is VGG.
+      num_classes: fc8's width (ImageNet: 1000).
+      normalize_input: take [0, 1] RGB and apply ImageNet mean/std (torchvision's convention).
+      taps: trunk taps returned next to the logits (``tap_names(depth)``).
+
+    Returns ``(logits (B, num_classes), {tap: activation})``. The trunk needs inputs of at least 32 px (five
+    2x2 pools).
+    """
+
+    depth: int = 19
+    width_divisor: int = 1
+    num_classes: int = 1000
+    normalize_input: bool = True
+    taps: Sequence[str] = ()
+
+    @nn.compact
+    def __call__(self, x: Array) -> tuple[Array, dict[str, Array]]:
+        if min(x.shape[1:3]) < 32:
+            raise ValueError(f"vgg.Classifier: inputs need at least 32 px per side (five 2x2 pools), got {x.shape}")
+        feats = Model(taps=tuple(self.taps) + ("pool5",), normalize_input=self.normalize_input,
+                      width_divisor=self.width_divisor, depth=self.depth, name="features")(x)
+        h = adaptive_avg_pool(feats["pool5"], (7, 7))
+        h = h.transpose(0, 3, 1, 2).reshape(h.shape[0], -1)  # torch.flatten of (B, C, 7, 7)
+        for name, _, width in CLASSIFIER_LAYERS:
+            width = self.num_classes if name == "fc8" else width // self.width_divisor
+            h = nn.Dense(width, name=name)(h)
+            if name != "fc8":
+                h = nn.relu(h)
+        return h, {t: feats[t] for t in self.taps}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Weight conversion.
 # ----------------------------------------------------------------------------------------------------------
@@ -183,6 +243,67 @@ def random_variables(*, depth: int = 16, num_convs: int | None = None, width_div
                         "bias": np.zeros((cout,), np.float32)}
         cin = cout
     return {"params": params}
+
+
+def random_classifier_variables(*, depth: int = 19, width_divisor: int = 1, num_classes: int = 1000,
+                                seed: int = 0) -> dict:
+    """Random :class:`Classifier` variables built with numpy (He-normal, zero biases), for tests and smoke runs.
+
+    The full-width head alone is 120M parameters; tests use ``width_divisor`` 8 or more.
+    """
+    features = random_variables(depth=depth, width_divisor=width_divisor, seed=seed)["params"]
+    rng = np.random.default_rng(seed + 1)
+    params: dict = {"features": features}
+    cin = 512 // width_divisor * 49
+    for name, _, width in CLASSIFIER_LAYERS:
+        cout = num_classes if name == "fc8" else width // width_divisor
+        params[name] = {"kernel": rng.standard_normal((cin, cout), dtype=np.float32) * np.float32(np.sqrt(2.0 / cin)),
+                        "bias": np.zeros((cout,), np.float32)}
+        cin = cout
+    return {"params": params}
+
+
+def classifier_variables_from_torchvision(sd: Mapping[str, np.ndarray], *, source: str = "state dict",
+                                          depth: int | None = None) -> dict:
+    """A full torchvision ``vgg16``/``vgg19`` state dict (``features.*`` and ``classifier.{0,3,6}.*``) ->
+    :class:`Classifier` variables (fc kernels transposed to (in, out))."""
+    sd = dict(sd)
+    features = variables_from_torchvision(sd, source=source, depth=depth)["params"]
+    params: dict = {"features": features}
+    missing = [f"classifier.{i}.{f}" for _, i, _ in CLASSIFIER_LAYERS for f in ("weight", "bias")
+               if f"classifier.{i}.{f}" not in sd]
+    if missing:
+        raise ValueError(f"vgg: {source} holds the conv trunk only (missing {missing}); the classifier needs the "
+                         f"whole torchvision model's state dict, e.g. {VGG19_URL}")
+    cin = 512 * 49
+    for name, index, width in CLASSIFIER_LAYERS:
+        weight = np.asarray(sd[f"classifier.{index}.weight"], np.float32)
+        bias = np.asarray(sd[f"classifier.{index}.bias"], np.float32)
+        if weight.ndim != 2 or weight.shape[1] != cin or bias.shape != (weight.shape[0],) or (
+                name != "fc8" and weight.shape[0] != width):
+            raise ValueError(f"vgg: {source}: classifier.{index} has weight {weight.shape} / bias {bias.shape}; "
+                             f"expected ({width if name != 'fc8' else 'classes'}, {cin}) for {name}")
+        params[name] = {"kernel": weight.T.copy(), "bias": bias}
+        cin = weight.shape[0]
+    return {"params": params}
+
+
+def load_classifier(path: str | os.PathLike) -> dict:
+    """:class:`Classifier` variables from a local torchvision ``vgg16``/``vgg19`` ``.pth`` (or ``.npz`` of its keys).
+
+    Raises:
+      FileNotFoundError: no file at ``path`` (the message says where torchvision publishes the weights).
+      ValueError: the file is not a whole torchvision VGG (e.g. features only).
+    """
+    path = pathlib.Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"VGG classifier weights not found at {path}. jaxinpaint does not download weights: fetch torchvision's "
+            f"ImageNet VGG19 ({VGG19_URL}, the file torchvision's vgg19(weights='IMAGENET1K_V1') loads) or VGG16 "
+            "(https://download.pytorch.org/models/vgg16-397923af.pth) yourself and pass its path")
+    from jaxinpaint.io import torch_pickle  # Imported here: only weight loading needs the pickle reader.
+
+    return classifier_variables_from_torchvision(torch_pickle.load_state_dict(str(path)), source=str(path))
 
 
 def depth_of_state_dict(sd: Mapping[str, Any]) -> int:

@@ -9,7 +9,12 @@
 ``--model`` (SOURCE) is anything ``jaxinpaint.load`` takes: a training workdir (the latest checkpoint, or
 ``--step=N``; EMA weights when the run kept them, ``--no_ema`` for the raw ones), a directory written by
 ``jaxinpaint convert``, an original weight file (LaMa's ``.ckpt``/``.pth``), or the name of a per-image
-method (``tv``, ``dip``...).
+method (``tv``, ``hallucination``...), whose settings ``--option=KEY=VALUE`` sets (repeatable; the method's
+``default_config`` fields, e.g. ``--option=iterations=100``, ``--option=preset=smoke``,
+``--option=weights=vgg19-dcbb9e9d.pth``). A per-image method shows its iterations while it runs
+(``--progress``: a tqdm bar on a terminal, log lines with ``it/s`` and ``ETA`` otherwise, or ``none``).
+
+    jaxinpaint predict --model=tv --image=x.png --mask=x_mask.png --output=x_tv.png
 
 Input layouts:
 
@@ -341,6 +346,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--refine_max_scales", type=int, default=3, help="refinement: most pyramid levels")
     p.add_argument("--refine_px_budget", type=int, default=1_800_000,
                    help="refinement: larger images are refined at this many pixels, then resized back")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a per-image method's setting (repeatable), e.g. --option=iterations=300 "
+                        "--option=weights=vgg19-dcbb9e9d.pth; values are read as Python literals when they parse, "
+                        "else as strings; the names are the method's default_config fields")
+    p.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "none"),
+                   help="a per-image method's iterations while it runs: a tqdm bar (on a terminal), log lines "
+                        "with it/s and ETA (otherwise), or nothing")
     p.add_argument("--skip_existing", action="store_true",
                    help="leave images whose output file already exists alone (default: overwrite them, and say so)")
     defaults = inference.HDStrategy()
@@ -392,6 +404,22 @@ def _jobs_from_args(args) -> list[Job]:
     return jobs
 
 
+def _solver_options(pairs: Sequence[str]) -> dict:
+    """``--option KEY=VALUE`` pairs as keyword options (values as Python literals when they parse)."""
+    import ast
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option={pair}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value
+    return options
+
+
 def _load_model(args, refine_options, hd_strategy):
     import jaxinpaint
     from jaxinpaint.io import checkpoint
@@ -401,7 +429,8 @@ def _load_model(args, refine_options, hd_strategy):
     try:
         return jaxinpaint.load(args.model, step=args.step, ema=not args.no_ema, modulo=args.pad_to,
                                refine=args.refine, hd_strategy=hd_strategy, size_bucket=args.size_bucket,
-                               max_programs=args.max_programs, **refine_options)
+                               max_programs=args.max_programs, progress=None if args.progress == "none"
+                               else args.progress, **refine_options)
     except Exception as e:  # every loader failure means "this is not a usable model": report why
         raise UsageError(f"--model={args.model} is not a model jaxinpaint can load: "
                          f"{type(e).__name__}: {e}") from e
@@ -442,6 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(e)) from e
         from jaxinpaint import systems
 
+        if args.option:
+            if args.refine or args.model not in systems.names("solver") or os.path.exists(args.model):
+                raise UsageError("--option applies to per-image methods (--model=NAME with NAME one of "
+                                 f"{', '.join(systems.names('solver'))}); use the --refine_* flags for --refine")
+            refine_options = _solver_options(args.option)
         if not os.path.exists(args.model) and args.model not in systems.names("solver"):
             raise UsageError(f"--model={args.model}: no such file or directory, and not a per-image method "
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "

@@ -35,6 +35,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "edgeconnect": ("jaxinpaint.systems.edgeconnect", "SYSTEM"),
     "ctsdg": ("jaxinpaint.systems.ctsdg", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
+    "tv": ("jaxinpaint.systems.tv", "SOLVER"),
+    "hallucination": ("jaxinpaint.systems.hallucination", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
 

@@ -249,7 +249,9 @@ def _scale_fn(model, n_iters: int, lr: float, orig_hw: tuple[int, int], coarsest
         return model.apply(variables, z, train=False, method="rear")
 
     @jax.jit
-    def run(variables, image_p, mask_p, ref, ref_mask):
+    def run(variables, image_p, mask_p, ref, ref_mask, offset, total):
+        # offset, total: this scale's first iteration and the refinement's iterations over all scales, traced
+        # so that every scale shares one compilation; they only feed the progress reports.
         x = generator_input({"image": image_p, "mask": mask_p})
         z0 = model.apply(variables, x, train=False, method="front")
         z0 = jax.lax.stop_gradient(z0)
@@ -264,13 +266,14 @@ def _scale_fn(model, n_iters: int, lr: float, orig_hw: tuple[int, int], coarsest
 
         tx = optax.adam(lr)
 
-        def step(carry, _):
+        def step(carry, i):
             z, opt_state = carry
             (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(z)
             updates, opt_state = tx.update(grads, opt_state, z)
+            contract.report_progress(offset + i, total, every=1, objective=loss)
             return (optax.apply_updates(z, updates), opt_state), loss
 
-        (z, _), losses = jax.lax.scan(step, (z0, tx.init(z0)), None, length=n_iters - 1)
+        (z, _), losses = jax.lax.scan(step, (z0, tx.init(z0)), jnp.arange(n_iters - 1))
         last, pred = loss_fn(z)
         return pred, jnp.concatenate([losses, last[None]])
 
@@ -330,6 +333,7 @@ def refine(model, variables: Any, image: np.ndarray, mask: np.ndarray, *,
     images, masks = build_pyramid(img, msk, n_scales)
     ekernel = ellipse_kernel(15)
     result, all_losses, sizes = None, [], []
+    total, done = (n_scales - 1) * (config.n_iters - 1), 0  # the coarsest scale is a plain forward pass
     for s, (im, m) in enumerate(zip(images, masks)):
         sh, sw = im.shape[1:3]
         sizes.append((sh, sw))
@@ -341,7 +345,8 @@ def refine(model, variables: Any, image: np.ndarray, mask: np.ndarray, *,
             ref = result
             ref_mask = erode(pyrdown_mask(m, blur=False, round_up=False), ekernel)
         fn = _scale_fn(model, config.n_iters, float(config.lr), (sh, sw), result is None)
-        pred, losses = fn(variables, im_p, m_p, ref, ref_mask)
+        pred, losses = fn(variables, im_p, m_p, ref, ref_mask, np.int32(done), np.int32(total))
+        done += 0 if result is None else config.n_iters - 1
         pred = np.asarray(pred)[:, :sh, :sw, :]
         result = m * pred + (1.0 - m) * im
         losses = np.asarray(losses)
