@@ -49,7 +49,7 @@ def get_config(arg=None):
         c.generator.nef = c.generator.ngf = 8
         c.generator.n_bottleneck = 32
         c.discriminator.ndf = 8
-        c.input.batch_size = 4
+        c.input.batch_size = 8
         c.input.short_side_range = (1.0, 1.0)
         config_lib.smoke_schedule(c, total_steps=20)
         c.eval_every_steps = 0

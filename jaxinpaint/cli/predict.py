@@ -10,6 +10,9 @@
 ``--step=N``; EMA weights when the run kept them, ``--no_ema`` for the raw ones), a directory written by
 ``jaxinpaint convert``, an original weight file (LaMa's ``.ckpt``/``.pth``), or the name of a per-image
 method (``tv``, ``dip``...).
+A per-image method's options (its ``default_config`` fields, the keywords ``jaxinpaint.load`` takes) are given
+as repeated ``--option KEY=VALUE`` flags, e.g. ``--model=msnps --option content_model=workdirs/ce
+--option vgg_weights=vgg19_caffe.npz``.
 
 Input layouts:
 
@@ -341,6 +344,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--refine_max_scales", type=int, default=3, help="refinement: most pyramid levels")
     p.add_argument("--refine_px_budget", type=int, default=1_800_000,
                    help="refinement: larger images are refined at this many pixels, then resized back")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a per-image method's option (repeatable), e.g. --model=msnps --option content_model=DIR "
+                        "--option iterations=50; values are Python literals (numbers, True/False) or plain "
+                        "strings; unknown keys are refused with the method's list")
     p.add_argument("--skip_existing", action="store_true",
                    help="leave images whose output file already exists alone (default: overwrite them, and say so)")
     defaults = inference.HDStrategy()
@@ -390,6 +397,25 @@ def _jobs_from_args(args) -> list[Job]:
                              f"{LAMA_MASK_PATTERN} (recursively), e.g. x.png with x_mask000.png; for "
                              "masks in a separate folder with the images' names use --mask_dir")
     return jobs
+
+
+def parse_options(items: Sequence[str]) -> dict:
+    """``--option KEY=VALUE`` flags -> {key: value}: a value that reads as a Python literal (``50``, ``1e-4``,
+    ``True``) is that literal, anything else the string itself (paths). The method's config then checks the
+    key and the type (``jaxinpaint.load`` refuses unknown options, naming the known ones)."""
+    import ast
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        options[key.strip()] = parsed if isinstance(parsed, (int, float, bool, str)) else value
+    return options
 
 
 def _load_model(args, refine_options, hd_strategy):
@@ -442,6 +468,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(e)) from e
         from jaxinpaint import systems
 
+        options = parse_options(args.option)
+        if options and (args.refine or args.model not in systems.names("solver")):
+            raise UsageError("--option applies to per-image methods (--model=<method name>, e.g. msnps); "
+                             "--refine has its own --refine_* flags")
+        refine_options.update(options)
         if not os.path.exists(args.model) and args.model not in systems.names("solver"):
             raise UsageError(f"--model={args.model}: no such file or directory, and not a per-image method "
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "

@@ -1,0 +1,316 @@
+"""MSNPS (systems-more.md §5): mylbfgs, the CNNMRF texture term, the solver end to end, predict.
+
+No reference fixtures exist for MSNPS (Torch7); the optimiser and the texture gradient are checked against
+numpy transliterations of ``mylib/myoptimizer.lua`` and ``mylib/mrf.lua`` written here from their
+descriptions (the update rule and the gradient formula), and the pipeline end to end on a content network
+trained in the test by the trainer (``configs/msnps.py:smoke``, shrunk further) with a random, narrow VGG-19.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxinpaint
+from jaxinpaint.systems.msnps import lbfgs, mrf, solver
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# mylbfgs against a numpy transliteration of myoptimizer.lua's rule.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def numpy_mylbfgs(grad, x, *, max_iter, n_correction, lr=1.0, tol_fun=0.0, tol_x=0.0):
+    """The rule of ``mylib/myoptimizer.lua`` in float64, loop for loop; returns the iterate after each
+    iteration that took a step (the objective value is 0, as MSNPS's wrapper returns)."""
+    g = grad(x)
+    if np.abs(g).sum() <= tol_fun:
+        return []
+    f = f_old = 0.0
+    dirs, stps, iterates = [], [], []
+    d = t = g_old = None
+    hdiag = 1.0
+    for n_iter in range(1, max_iter + 1):
+        if n_iter == 1:
+            d, hdiag = -g, 1.0
+        else:
+            y, s = g - g_old, d * t
+            ys = y @ s
+            if ys > 1e-10:
+                if len(dirs) == n_correction:
+                    dirs.pop(0)
+                    stps.pop(0)
+                dirs.append(s)
+                stps.append(y)
+                hdiag = ys / (y @ y)
+            k = len(dirs)
+            ro = [1.0 / (stps[i] @ dirs[i]) for i in range(k)]
+            q, al = -g, [0.0] * k
+            for i in range(k - 1, -1, -1):
+                al[i] = dirs[i] @ q * ro[i]
+                q = q - al[i] * stps[i]
+            r = q * hdiag
+            for i in range(k):
+                be = stps[i] @ r * ro[i]
+                r = r + (al[i] - be) * dirs[i]
+            d = r
+        g_old, f_old = g, f
+        if g @ d > -tol_x:
+            break
+        t = min(1.0, 1.0 / np.abs(g).sum()) * lr if n_iter == 1 else lr
+        x = x + t * d
+        if n_iter != max_iter:
+            g = grad(x)
+        iterates.append(x)
+        if n_iter == max_iter or np.abs(g).sum() <= tol_fun or np.abs(d * t).sum() <= tol_x or abs(f - f_old) < tol_x:
+            break
+    return iterates
+
+
+def _quadratic(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    a = q @ np.diag(np.linspace(1.0, 10.0, n)) @ q.T
+    b = rng.standard_normal(n)
+    return a, b, rng.standard_normal(n)
+
+
+def test_mylbfgs_iterates_match_the_lua_rule_on_a_quadratic():
+    """8 iterations with history 3 (so the history shifts): every iterate within 1e-4 (float32 vs float64)."""
+    a, b, x0 = _quadratic()
+    expected = numpy_mylbfgs(lambda x: a @ x - b, x0, max_iter=8, n_correction=3)
+    assert len(expected) == 8
+
+    def opfunc(x):
+        return jnp.zeros(()), jnp.asarray(a, jnp.float32) @ x - jnp.asarray(b, jnp.float32), {"f": 0.5 * x @ (a @ x) - b @ x}
+
+    x, info = jax.jit(lambda x0: lbfgs.minimize(opfunc, x0, lbfgs.LBFGSConfig(max_iter=8, history=3), trace_x=True)
+                      )(jnp.asarray(x0, jnp.float32))
+    got = np.asarray(info["x"])
+    np.testing.assert_allclose(got, np.stack(expected), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(x), expected[-1], atol=1e-4)
+    # The first step is the scaled one: min(1, 1/|g|_1) * -g.
+    g0 = a @ x0 - b
+    np.testing.assert_allclose(got[0], x0 - min(1.0, 1.0 / np.abs(g0).sum()) * g0, rtol=1e-5, atol=1e-6)
+    assert int(info["n_iter"]) == 8
+    f = np.asarray(info["aux"]["f"])
+    assert f[-1] < f[0]  # the objective went down (not asserted monotone: no line search)
+
+
+def test_mylbfgs_stops_like_the_original():
+    a, b, x0 = _quadratic(seed=1)
+    # A zero gradient at the start: returns at once (tol_fun 0, sum|g| <= 0).
+    xstar = np.linalg.solve(a, b).astype(np.float32)
+
+    def opfunc(x):
+        return jnp.zeros(()), jnp.zeros_like(x), {}
+
+    x, info = lbfgs.minimize(opfunc, jnp.asarray(xstar), lbfgs.LBFGSConfig(max_iter=5))
+    np.testing.assert_array_equal(np.asarray(x), xstar)
+    assert int(info["n_iter"]) == 0
+    # tol_fun large enough to stop after the first step; the numpy rule stops at the same place.
+    expected = numpy_mylbfgs(lambda x: a @ x - b, x0, max_iter=10, n_correction=25, tol_fun=5.0)
+    x, info = lbfgs.minimize(lambda x: (jnp.zeros(()), jnp.asarray(a, jnp.float32) @ x - jnp.asarray(b, jnp.float32),
+                                        {}),
+                             jnp.asarray(x0, jnp.float32), lbfgs.LBFGSConfig(max_iter=10, tol_fun=5.0))
+    assert int(info["n_iter"]) == len(expected) < 10
+    np.testing.assert_allclose(np.asarray(x), expected[-1], atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The texture term.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def numpy_mrf_gradient(feat, targets, ys, xs, index, confident, strength):
+    """``mrf.lua``'s backward: gradTO += target - source over each confident patch, / (count + 1e-10),
+    times -strength."""
+    k = targets.shape[1]
+    grad_to = np.zeros(feat.shape, np.float64)
+    count = np.zeros(feat.shape[:2], np.float64) + 1e-10
+    for y, x, i, c in zip(ys, xs, index, confident):
+        if c:
+            grad_to[y:y + k, x:x + k] += targets[i] - feat[y:y + k, x:x + k]
+            count[y:y + k, x:x + k] += 1
+    return -strength * grad_to / count[..., None]
+
+
+def _features(seed, shape):
+    rng = np.random.default_rng(seed)
+    return np.maximum(rng.standard_normal(shape), 0.0).astype(np.float32) + 0.01  # ReLU-like, no zero patch
+
+
+def test_mrf_matching_is_normalised_cross_correlation():
+    feat = _features(0, (9, 10, 4))
+    targets = np.asarray(mrf.target_patches([jnp.asarray(_features(1, (8, 8, 4))),
+                                             jnp.asarray(_features(2, (7, 9, 4)))], 3, 2))
+    # Grids with the last row/column added: 8 -> 0,2,4,5 and 7 -> 0,2,4; 9 -> 0,2,4,6.
+    assert targets.shape == (4 * 4 + 3 * 4, 3, 3, 4)
+    ys, xs = mrf.patch_origins(9, 10, 3, 2)
+    assert list(mrf.grid(9, 3, 2)) == [0, 2, 4, 6] and list(mrf.grid(10, 3, 2)) == [0, 2, 4, 6, 7]
+    index, confident = mrf.match(jnp.asarray(feat), jnp.asarray(targets), ys, xs, 0.0)
+    src = np.stack([feat[y:y + 3, x:x + 3].ravel() for y, x in zip(ys, xs)]).astype(np.float64)
+    tgt = targets.reshape(len(targets), -1).astype(np.float64)
+    ncc = (src @ tgt.T) / np.linalg.norm(src, axis=1)[:, None] / np.linalg.norm(tgt, axis=1)[None]
+    np.testing.assert_array_equal(np.asarray(index), ncc.argmax(axis=1))
+    assert np.asarray(confident).all()
+    # A threshold above every correlation leaves no confident patch (and a zero gradient).
+    _, none = mrf.match(jnp.asarray(feat), jnp.asarray(targets), ys, xs, 1.01)
+    assert not np.asarray(none).any()
+
+
+def test_mrf_gradient_is_the_originals_formula_and_the_loss_derivative():
+    feat = _features(3, (9, 10, 4))
+    targets = mrf.target_patches([jnp.asarray(_features(4, (8, 8, 4)))], 3, 2)
+    ys, xs = mrf.patch_origins(9, 10, 3, 2)
+    index, confident = mrf.match(jnp.asarray(feat), targets, ys, xs, 0.0)
+    confident = confident.at[3].set(False)  # one unconfident patch: it must not contribute or count
+    weights = mrf.coverage_weights(feat.shape[:2], ys, xs, 3, confident)
+    strength = 1e-4
+
+    def loss(f):
+        return mrf.mrf_loss(f, targets[index], ys, xs, confident, weights, strength)
+
+    grad = np.asarray(jax.grad(loss)(jnp.asarray(feat)))
+    expected = numpy_mrf_gradient(feat, np.asarray(targets), ys, xs, np.asarray(index), np.asarray(confident),
+                                  strength)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-12)
+    # Central differences of the (quadratic) loss at a few coordinates.
+    rng = np.random.default_rng(5)
+    for _ in range(4):
+        pos = tuple(int(rng.integers(0, s)) for s in feat.shape)
+        e = np.zeros_like(feat)
+        e[pos] = 1e-1
+        fd = (float(loss(jnp.asarray(feat + e))) - float(loss(jnp.asarray(feat - e)))) / 2e-1
+        np.testing.assert_allclose(fd, expected[pos], rtol=2e-2, atol=1e-9)
+
+
+def test_texture_augmentation_and_fills():
+    image = np.random.default_rng(6).random((40, 48, 3)).astype(np.float32)
+    images = mrf.augment(image, num_rotations=1, rotation_step=np.pi / 24, num_scales=1, scale_step=1.05)
+    assert len(images) == 9
+    np.testing.assert_array_equal(images[4], image)  # rotation 0, scale 1
+    assert max(images[3].shape[:2]) < max(images[4].shape[:2]) < max(images[5].shape[:2])
+    # computeBB at 512², worked by hand: the rotated top edge crosses x = 1 at y = 32.4, and the rotated right
+    # edge at that height at x = 484.7, so the box is [512 - 484.7, 484.7] x [32.4, 512 - 32.4], floored.
+    assert mrf.rotation_box(512, 512, np.pi / 24) == (27, 32, 484, 479)
+    assert mrf.rotation_box(48, 40, 0.0) == (1, 1, 48, 40)
+    # The row fill reads no hole pixel and writes only hole pixels.
+    hole = np.zeros((1, 40, 48, 1), np.float32)
+    hole[:, 12:30, 10:40] = 1
+    a = solver.fill_rows(image[None], hole)
+    b = solver.fill_rows(np.where(hole > 0, 7.0, image[None]), hole)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a[hole[..., 0] == 0], image[hole[0, ..., 0] == 0])
+    np.testing.assert_array_equal(a[0, 12, 10:40], image[3, 10:40])  # upper half: rows above, shifted by 9
+
+
+# ------------------------------------------------------------------------------------------------------------
+# End to end: a content network trained by the trainer, then the solver and predict.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _msnps_config(variant):
+    spec = importlib.util.spec_from_file_location("_test_msnps_config", ROOT / "configs" / "msnps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def test_config_is_the_context_encoder_centre_generator_with_builtin_photos():
+    c = _msnps_config(None)
+    assert c.system == "context_encoder" and c.generator.center_only and c.generator.bottleneck == "fc"
+    assert (c.generator.fine_size, c.generator.n_bottleneck, c.inference.overlap) == (128, 4000, 4)
+    assert c.input.source == "builtin" and c.losses.wtl2 == 0.999
+    smoke = _msnps_config("smoke")
+    assert smoke.generator.fine_size == 128 and smoke.generator.nef == 8 and smoke.total_steps <= 60
+
+
+#: The smoke preset (64 px, no augmentation: ``test_texture_augmentation_and_fills`` covers it) at two scales; the
+#: content weight lowered because a random VGG's features have no Caffe scale (20 would dominate the texture).
+OPTIONS = dict(vgg_weights="random", vgg_width_divisor=16, preset="smoke", num_scales=2, iterations=10,
+               content_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def content_workdir(tmp_path_factory):
+    from jaxinpaint.train import trainer
+
+    c = _msnps_config("smoke")
+    c.generator.fine_size = c.input.image_size = 32  # tinier than the smoke config, for the test's time budget
+    c.discriminator.input_size = 16
+    c.generator.nef = c.generator.ngf = c.discriminator.ndf = 4
+    c.input.num_workers = 0
+    c.total_steps = c.ckpt_every_steps = c.image_every_steps = 2
+    workdir = tmp_path_factory.mktemp("msnps") / "content"
+    trainer.train_and_evaluate(c, str(workdir))
+    return str(workdir)
+
+
+def _photo(size=(48, 64)):
+    from jaxinpaint.data import photos
+
+    image = photos.load_image(photos.builtin_photo_paths("holdout")[0])
+    image = np.asarray(Image.fromarray(image if image.dtype == np.uint8 else
+                                       np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)).resize(size[::-1]))
+    mask = np.zeros(size, bool)
+    mask[size[0] // 4 + 2:3 * size[0] // 4 - 2, size[1] // 4 + 2:3 * size[1] // 4 - 2] = True
+    return image, mask
+
+
+def test_msnps_end_to_end(content_workdir):
+    model = jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS)
+    image, mask = _photo()
+    out = model.inpaint(image, mask)
+    info = model.last_info
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[~mask], image[~mask])  # known pixels byte-identical
+    assert not np.array_equal(out[mask], image[mask])
+    # Two scales of the 64-px working image (longer side max_size 64): 24x32 then 48x64.
+    assert [tuple(int(v) for v in s) for s in info["sizes"]] == [(24, 32), (48, 64)]
+    for tex in info["texture_loss"]:
+        assert len(tex) == OPTIONS["iterations"] and np.all(np.isfinite(tex))
+        assert tex[-1] < 0.95 * tex[0], tex  # the texture (MRF) loss falls at every scale
+    # Same seed, same bytes; the output never depends on the hole's pixels.
+    again = model.inpaint(np.where(mask[..., None], 255 - image, image), mask)
+    np.testing.assert_array_equal(again, out)
+
+
+def test_msnps_seed_and_errors(content_workdir):
+    image, mask = _photo()
+    a = jaxinpaint.load("msnps", content_model=content_workdir, seed=1, init="random", **OPTIONS)
+    first = a.inpaint(image, mask)
+    np.testing.assert_array_equal(a.inpaint(image, mask), first)
+    b = jaxinpaint.load("msnps", content_model=content_workdir, seed=2, init="random", **OPTIONS)
+    assert not np.array_equal(b.inpaint(image, mask), first)
+    with pytest.raises(FileNotFoundError, match="nowhere.npz.*VGG_ILSVRC_19"):
+        jaxinpaint.load("msnps", content_model=content_workdir, vgg_weights="/nowhere.npz")
+    with pytest.raises(ValueError, match="content_model"):
+        jaxinpaint.load("msnps", vgg_weights="random")
+    with pytest.raises(TypeError, match="unknown option"):
+        jaxinpaint.load("msnps", content_model=content_workdir, vgg_weigths="random")
+
+
+def test_predict_command_with_options(content_workdir, tmp_path):
+    from jaxinpaint.cli import predict
+
+    image, mask = _photo()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "photo_mask.png")
+    out = tmp_path / "out.png"
+    argv = ["--model=msnps", f"--image={tmp_path / 'photo.png'}", f"--mask={tmp_path / 'photo_mask.png'}",
+            f"--output={out}", "--option", f"content_model={content_workdir}"]
+    for key, value in OPTIONS.items():
+        argv += ["--option", f"{key}={value}"]
+    assert predict.main(argv) == 0
+    result = np.asarray(Image.open(out).convert("RGB"))
+    np.testing.assert_array_equal(result[~mask], image[~mask])
+    assert predict.main(argv[:4] + ["--option", "no_such_key=1"]) == 2
