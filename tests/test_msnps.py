@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 import jaxinpaint
+from jaxinpaint.systems.context_encoder import model as ce_model
 from jaxinpaint.systems.msnps import lbfgs, mrf, solver
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -213,6 +214,34 @@ def test_texture_augmentation_and_fills():
     np.testing.assert_array_equal(a[0, 12, 10:40], image[3, 10:40])  # upper half: rows above, shifted by 9
 
 
+class _StubGenerator:
+    """Stands in for the CE generator: records its input, returns a constant 64² prediction of 0.5."""
+
+    fine_size = 128
+
+    def apply(self, variables, x, train=False):
+        self.seen = np.asarray(x)
+        return jnp.full((x.shape[0], 64, 64, 3), 0.5, jnp.float32)
+
+
+def test_content_image_geometry_is_the_released_512_paste():
+    """run_content_network.lua at 512²: 128² input with the inner [36, 92) mean-filled, the 64² prediction
+    upscaled to 256² and its inner 224² pasted at rows/columns [144, 368) (0-based)."""
+    image = np.random.default_rng(7).random((1, 512, 512, 3)).astype(np.float32)
+    hole = np.zeros((1, 512, 512, 1), np.float32)
+    hole[:, 180:330, 180:330] = 1
+    stub = _StubGenerator()
+    content = solver.content_image(stub, None, 4, np.where(hole > 0, 123.0, image), hole)
+    fill = np.asarray(ce_model.MEAN_FILL, np.float32)
+    np.testing.assert_allclose(stub.seen[0, 36:92, 36:92], np.broadcast_to(fill, (56, 56, 3)), atol=1e-6)
+    assert np.abs(stub.seen).max() <= 1.0  # no hole pixel (123) reached the network
+    inside = np.zeros((512, 512), bool)
+    inside[144:368, 144:368] = True
+    np.testing.assert_allclose(content[0][inside], 0.75, atol=1e-6)  # (0.5 + 1) / 2
+    np.testing.assert_allclose(content[0][~inside], image[0][~inside], atol=1e-6)
+    assert solver.pyramid_sizes(512, 512, 3) == [(128, 128), (256, 256), (512, 512)]
+
+
 # ------------------------------------------------------------------------------------------------------------
 # End to end: a content network trained by the trainer, then the solver and predict.
 # ------------------------------------------------------------------------------------------------------------
@@ -274,6 +303,14 @@ def test_msnps_end_to_end(content_workdir):
     assert out.shape == image.shape and out.dtype == np.uint8
     np.testing.assert_array_equal(out[~mask], image[~mask])  # known pixels byte-identical
     assert not np.array_equal(out[mask], image[mask])
+    # The content image: the trained generator's centre prediction pasted, the known pixels kept.
+    content = info["content"][0]
+    np.testing.assert_allclose(content[~mask], image[~mask] / 255.0, atol=1e-6)
+    # The 48x64 image's centre half is rows [12, 36), columns [16, 48); the 16² prediction (fine_size 32) is
+    # upscaled to 24x32 and pasted without its scaled 4-px overlap ring: rows [18, 30), columns [24, 40).
+    fill01 = (np.asarray(ce_model.MEAN_FILL) + 1.0) / 2.0
+    np.testing.assert_allclose(content[14:18, 18:46], np.broadcast_to(fill01, (4, 28, 3)), atol=1e-6)  # ring: fill
+    assert np.abs(content[18:30, 24:40] - fill01).max() > 1e-3  # the generator's prediction, not the fill
     # Two scales of the 64-px working image (longer side max_size 64): 24x32 then 48x64.
     assert [tuple(int(v) for v in s) for s in info["sizes"]] == [(24, 32), (48, 64)]
     for tex in info["texture_loss"]:
