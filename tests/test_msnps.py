@@ -351,3 +351,74 @@ def test_predict_command_with_options(content_workdir, tmp_path):
     result = np.asarray(Image.open(out).convert("RGB"))
     np.testing.assert_array_equal(result[~mask], image[~mask])
     assert predict.main(argv[:4] + ["--option", "no_such_key=1"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The Caffe VGG-19 reader, on a synthetic caffemodel written with a minimal protobuf encoder.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:  # length-delimited
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _blob_bytes(array: np.ndarray, *, legacy: bool, packed: bool) -> bytes:
+    out = b""
+    if legacy:  # num/channels/height/width (the 2014 files)
+        dims = list(array.shape) + [1] * (4 - array.ndim) if array.ndim < 4 else list(array.shape)
+        if array.ndim == 1:
+            dims = [1, 1, 1, array.shape[0]]
+        for number, d in zip((1, 2, 3, 4), dims):
+            out += _varint(number << 3) + _varint(d)
+    else:
+        out += _field(7, _field(1, b"".join(_varint(d) for d in array.shape)))
+    data = array.astype("<f4").ravel()
+    if packed:
+        out += _field(5, data.tobytes())
+    else:
+        out += b"".join(_varint(5 << 3 | 5) + v.tobytes() for v in data)
+    return out
+
+
+def test_caffemodel_reader(tmp_path):
+    from jaxinpaint.backbones import vgg
+    from jaxinpaint.systems.msnps import caffe_vgg
+
+    rng = np.random.default_rng(8)
+    weights = {}
+    net = _field(1, b"VGG_ILSVRC_19_layers")
+    for i, name in enumerate(vgg.conv_names(19)):
+        w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(2).astype(np.float32)
+        weights[name] = (w, b)
+        legacy = i % 2 == 0  # old V1LayerParameter (field 2: name 4, blobs 6) and new LayerParameter (100: 1, 7)
+        blobs = b"".join(_field(6 if legacy else 7, _blob_bytes(a, legacy=legacy, packed=i % 3 != 0)) for a in (w, b))
+        layer = _field(4 if legacy else 1, name.encode()) + _varint((5 if legacy else 2) << 3 | (0 if legacy else 2))
+        layer += _varint(4) if legacy else _varint(len(b"Convolution")) + b"Convolution"
+        net += _field(2 if legacy else 100, layer + blobs)
+        net += _field(100, _field(1, name.replace("conv", "relu").encode()))  # a layer without blobs
+    fc = rng.standard_normal((4, 8)).astype(np.float32)
+    net += _field(100, _field(1, b"fc6") + _field(7, _blob_bytes(fc, legacy=False, packed=True)))
+    path = tmp_path / "tiny.caffemodel"
+    path.write_bytes(net)
+    sd = caffe_vgg.torchvision_state_dict(str(path))
+    assert len(sd) == 32
+    for name, index in zip(vgg.conv_names(19), vgg.torchvision_conv_indices(19)):
+        np.testing.assert_array_equal(sd[f"features.{index}.weight"], weights[name][0])
+        np.testing.assert_array_equal(sd[f"features.{index}.bias"], weights[name][1])
+    np.testing.assert_array_equal(caffe_vgg.read_layers(str(path))["fc6"][0], fc)
+    assert caffe_vgg.main([str(path), str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as z:
+        np.testing.assert_array_equal(z["features.0.weight"], weights["conv1_1"][0])
+    (tmp_path / "bad.caffemodel").write_bytes(net[:-7])
+    with pytest.raises(ValueError, match="bad.caffemodel"):
+        caffe_vgg.read_layers(str(tmp_path / "bad.caffemodel"))

@@ -42,8 +42,9 @@ point where the iteration starts, so a caller can check the texture loss falls.
 
 Deviations and open points:
 
-* Frozen VGG-19: the Caffe ``VGG_ILSVRC_19_layers`` weights, converted to torchvision's ``features.<i>``
-  layout (``.pth`` or ``.npz``), from ``vgg_weights``. jaxinpaint ships and downloads none. A torchvision VGG-19
+* Frozen VGG-19: the Caffe ``VGG_ILSVRC_19_layers`` weights from ``vgg_weights``: the ``.caffemodel`` itself
+  (read by :mod:`~jaxinpaint.systems.msnps.caffe_vgg`, no Caffe needed) or its ``.npz`` in torchvision's
+  ``features.<i>`` layout. jaxinpaint ships and downloads none. A torchvision VGG-19
   file loads too, but its features have other scales (RGB, [0, 1] normalised input): the weights 20 / 1e-4 /
   1e-4 are tuned to the Caffe network (§5.4 pitfall 1).
 * Images of any size: the working image has its longer side resized to ``max_size`` (512; 0 keeps the input
@@ -153,12 +154,13 @@ def resolve(config) -> ml_collections.ConfigDict:
 
 def _missing_vgg(path: str) -> FileNotFoundError:
     return FileNotFoundError(
-        f"msnps: vgg_weights={path!r}: no such file. MSNPS needs the Caffe VGG-19 (VGG_ILSVRC_19_layers."
-        "caffemodel, linked from leehomyc/Faster-High-Res-Neural-Inpainting's README, Google Drive folder) "
-        "converted to torchvision's layout (features.<i>.weight OIHW / .bias) and saved as .pth or .npz; "
-        "jaxinpaint downloads nothing. A torchvision vgg19(weights='IMAGENET1K_V1').state_dict() also loads, "
-        "but its feature scales differ from Caffe's. Pass the file as vgg_weights=PATH "
-        "(predict: --option vgg_weights=PATH); 'random' gives random weights for tests.")
+        f"msnps: vgg_weights={path!r}: no such file. MSNPS needs the Caffe VGG-19, VGG_ILSVRC_19_layers."
+        "caffemodel (linked from leehomyc/Faster-High-Res-Neural-Inpainting's README, Google Drive folder; "
+        "also the 'VGG_ILSVRC_19_layers' model of the Caffe Model Zoo); jaxinpaint downloads nothing. Pass "
+        "the .caffemodel itself, or the .npz that `python -m jaxinpaint.systems.msnps.caffe_vgg IN.caffemodel "
+        "OUT.npz` writes, as vgg_weights=PATH (predict: --option vgg_weights=PATH). A torchvision "
+        "vgg19(weights='IMAGENET1K_V1').state_dict() file also loads, but its feature scales differ from "
+        "Caffe's. vgg_weights='random' gives random weights for tests.")
 
 
 def load_vgg(config) -> Any:
@@ -175,7 +177,12 @@ def load_vgg(config) -> Any:
 
     if not os.path.isfile(os.path.expanduser(config.vgg_weights)):
         raise _missing_vgg(config.vgg_weights)
-    variables = vgg.load(config.vgg_weights)
+    if config.vgg_weights.endswith(".caffemodel"):
+        from jaxinpaint.systems.msnps import caffe_vgg
+
+        variables = caffe_vgg.load(os.path.expanduser(config.vgg_weights))
+    else:
+        variables = vgg.load(config.vgg_weights)
     if "conv3_4" not in variables["params"]:
         raise ValueError(f"msnps: {config.vgg_weights} holds a VGG-16; MSNPS needs VGG-19")
     return variables
