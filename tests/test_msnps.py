@@ -106,6 +106,21 @@ def test_mylbfgs_iterates_match_the_lua_rule_on_a_quadratic():
     assert f[-1] < f[0]  # the objective went down (not asserted monotone: no line search)
 
 
+def test_mylbfgs_skips_pairs_that_fail_the_curvature_test():
+    """A concave quadratic: every pair has y.s < 0, so the history stays empty and Hdiag 1 (plain -g steps)."""
+    a, b, x0 = _quadratic(n=5, seed=2)
+    a = -a
+    expected = numpy_mylbfgs(lambda x: a @ x - b, x0, max_iter=4, n_correction=25)
+
+    def opfunc(x):
+        return jnp.zeros(()), jnp.asarray(a, jnp.float32) @ x - jnp.asarray(b, jnp.float32), {}
+
+    _, info = lbfgs.minimize(opfunc, jnp.asarray(x0, jnp.float32), lbfgs.LBFGSConfig(max_iter=4), trace_x=True)
+    np.testing.assert_allclose(np.asarray(info["x"]), np.stack(expected), rtol=1e-4, atol=1e-4)
+    g1 = a @ expected[0] - b
+    np.testing.assert_allclose(expected[1], expected[0] - g1, rtol=1e-12)  # d = -g, t = 1: no history was kept
+
+
 def test_mylbfgs_stops_like_the_original():
     a, b, x0 = _quadratic(seed=1)
     # A zero gradient at the start: returns at once (tol_fun 0, sum|g| <= 0).
