@@ -95,31 +95,31 @@ def default_config() -> ml_collections.ConfigDict:
         "preset": "",  # '' or 'smoke': one scale at 64 px, 8 iterations, no augmentation (see SMOKE)
         # Pyramid and optimiser.
         "max_size": 512,  # the working image's longer side (the demo renders at 512); 0 = the input size
-        "num_scales": 3,
-        "iterations": 100,  # per scale
-        "history": 25,  # mylbfgs nCorrection
-        "lr": 1.0,
-        "tol_x": 0.0,
-        "tol_fun": 0.0,
+        "num_scales": 3,  # pyramid levels, sides ceil(S * 0.5^(n-i))
+        "iterations": 100,  # mylbfgs iterations per scale
+        "history": 25,  # mylbfgs nCorrection (stored correction pairs)
+        "lr": 1.0,  # mylbfgs fixed step (the first step is min(1, 1/|g|_1) times this)
+        "tol_x": 0.0,  # mylbfgs tolX (0: only a non-descent direction stops; the value seen is always 0)
+        "tol_fun": 0.0,  # mylbfgs tolFun (stop when sum|g| <= tol_fun)
         "init": "image",  # 'image' (the content image) or 'random' (N(0, 1e-3^2) in Caffe space, from the seed)
         # Terms.
         "mrf_layer": "relu4_1",  # loadcaffe layer 21
-        "mrf_weight": 1e-4,
-        "patch_size": 3,
+        "mrf_weight": 1e-4,  # the texture term's weight (MRF "strength")
+        "patch_size": 3,  # MRF patch side on the feature map
         "target_stride": 2,  # texture patches
         "source_stride": 2,  # patches of the image being optimised
-        "confidence_threshold": 0.0,
+        "confidence_threshold": 0.0,  # a source patch counts when its best correlation is >= this
         "texture_rotations": 1,  # rotations k * step for k in [-1, 1]
         "texture_rotation_step": math.pi / 24,
         "texture_scales": 1,  # scales step^s for s in [-1, 1]
         "texture_scale_step": 1.05,
         "texture_fill": "rows",  # how the texture image's hole is filled: 'rows' (the demo's) or 'content'
         "content_layer": "relu4_2",  # loadcaffe layer 23
-        "content_weight": 20.0,
-        "tv_weight": 1e-4,
+        "content_weight": 20.0,  # times the MSE of content_layer features (MSECriterion, mean)
+        "tv_weight": 1e-4,  # times 1/2 sum of squared neighbour differences in Caffe pixel space
         # Output.
-        "jpeg_round_trip": False,
-        "jpeg_quality": 75,
+        "jpeg_round_trip": False,  # blend.lua reads the result from a JPEG; off: lossy, codec-dependent bytes
+        "jpeg_quality": 75,  # for jpeg_round_trip (Torch image.save's JPEG quality, unverified)
     })
 
 
