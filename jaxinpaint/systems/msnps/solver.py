@@ -267,10 +267,12 @@ def fill_rows(image: np.ndarray, hole: np.ndarray) -> np.ndarray:
     """The texture image: the hole's bounding box rows copied from above (upper half) and below (lower half).
 
     ``wrapper:39-41`` hard-codes this for the demo's 512² hole (rows 117-232 from 1-116, 233-280 from
-    69-116, 281-396 from 397-512, 1-based): the upper part gets the rows above the box shifted down by its
-    height, the lower part the rows below shifted up; when fewer rows exist on a side they repeat
-    periodically, and with none on a side the other side supplies them. Only hole pixels are overwritten (the
-    demo's box is all hole). (1, H, W, C) and (1, H, W, 1) -> (1, H, W, C).
+    69-116, 281-396 from 397-512, 1-based: 164 rows from above, 116 from below). Generalised to a box of rows
+    [r0, r1): its upper ``ceil((r1 - r0) / 2)`` rows (``top``) copy the ``top`` rows just above the box
+    (row ``r0 - top + k``), or rows ``k mod r0`` when fewer than ``top`` exist; the lower rows copy the rows just
+    below (``r1 + j``), or ``r1 + (j mod (H - r1))``; with no rows on one side the other side fills the whole
+    box. The demo's split differs (164/116 instead of 140/140). Only hole pixels are overwritten (the demo's box
+    is all hole). (1, H, W, C) and (1, H, W, 1) -> (1, H, W, C).
     """
     out = image.copy()
     m = hole[0, ..., 0] > 0.5
