@@ -366,6 +366,13 @@ def test_predict_command_with_options(content_workdir, tmp_path):
     result = np.asarray(Image.open(out).convert("RGB"))
     np.testing.assert_array_equal(result[~mask], image[~mask])
     assert predict.main(argv[:4] + ["--option", "no_such_key=1"]) == 2
+    # --option is for per-image methods only.
+    assert predict.main([f"--model={content_workdir}"] + argv[1:4] + ["--option", "iterations=2"]) == 2
+    assert predict.parse_options(["iterations=50", "tv_weight=1e-4", "vgg_weights=/a b/c.npz", "init=random",
+                                  "jpeg_round_trip=True"]) == {
+        "iterations": 50, "tv_weight": 1e-4, "vgg_weights": "/a b/c.npz", "init": "random", "jpeg_round_trip": True}
+    with pytest.raises(predict.UsageError, match="KEY=VALUE"):
+        predict.parse_options(["iterations"])
 
 
 # ------------------------------------------------------------------------------------------------------------
