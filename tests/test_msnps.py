@@ -91,7 +91,8 @@ def test_mylbfgs_iterates_match_the_lua_rule_on_a_quadratic():
     assert len(expected) == 8
 
     def opfunc(x):
-        return jnp.zeros(()), jnp.asarray(a, jnp.float32) @ x - jnp.asarray(b, jnp.float32), {"f": 0.5 * x @ (a @ x) - b @ x}
+        g = jnp.asarray(a, jnp.float32) @ x - jnp.asarray(b, jnp.float32)
+        return jnp.zeros(()), g, {"f": 0.5 * x @ (a @ x) - b @ x}
 
     x, info = jax.jit(lambda x0: lbfgs.minimize(opfunc, x0, lbfgs.LBFGSConfig(max_iter=8, history=3), trace_x=True)
                       )(jnp.asarray(x0, jnp.float32))

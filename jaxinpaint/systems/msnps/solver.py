@@ -62,6 +62,7 @@ import functools
 import io
 import logging
 import math
+import os
 from typing import Any
 
 import jax
@@ -173,8 +174,6 @@ def load_vgg(config) -> Any:
         raise _missing_vgg("")
     if int(config.vgg_width_divisor) != 1:
         raise ValueError("msnps: vgg_width_divisor applies to vgg_weights='random' only")
-    import os
-
     if not os.path.isfile(os.path.expanduser(config.vgg_weights)):
         raise _missing_vgg(config.vgg_weights)
     if config.vgg_weights.endswith(".caffemodel"):
@@ -409,8 +408,8 @@ def synthesize(resources, content01: np.ndarray, texture01: np.ndarray, config, 
         augmented = mrf.augment(texture_s[0], num_rotations=int(config.texture_rotations),
                                 rotation_step=float(config.texture_rotation_step),
                                 num_scales=int(config.texture_scales), scale_step=float(config.texture_scale_step))
-        targets = mrf.target_patches([features(variables, jnp.asarray(a[None]))[config.mrf_layer][0] for a in augmented],
-                                     int(config.patch_size), int(config.target_stride))
+        texture_feats = [features(variables, jnp.asarray(a[None]))[config.mrf_layer][0] for a in augmented]
+        targets = mrf.target_patches(texture_feats, int(config.patch_size), int(config.target_stride))
         x, scale_info = run(variables, jnp.asarray(x), content_target, targets)
         scale_info = jax.tree.map(np.asarray, scale_info)
         n = int(scale_info["n_iter"])
