@@ -210,6 +210,24 @@ def test_mrf_gradient_is_the_originals_formula_and_the_loss_derivative():
         np.testing.assert_allclose(fd, expected[pos], rtol=2e-2, atol=1e-9)
 
 
+def test_tv_gradient_is_tv_lua():
+    """``mylib/tv.lua``'s backward: differences over the top-left (H-1)x(W-1) pixels only, times the weight."""
+    x = np.random.default_rng(9).standard_normal((1, 6, 7, 3)).astype(np.float32)
+    xd = x[:, :-1, :-1] - x[:, :-1, 1:]
+    yd = x[:, :-1, :-1] - x[:, 1:, :-1]
+    expected = np.zeros_like(x)
+    expected[:, :-1, :-1] += xd + yd
+    expected[:, :-1, 1:] -= xd
+    expected[:, 1:, :-1] -= yd
+    np.testing.assert_allclose(np.asarray(jax.grad(solver.total_variation)(jnp.asarray(x))), expected,
+                               rtol=1e-5, atol=1e-6)
+    # The Caffe preprocessing: BGR, x256, minus the mean; and back.
+    rgb = np.array([[[0.2, 0.5, 0.9]]], np.float32)
+    np.testing.assert_allclose(solver.to_caffe(rgb)[0, 0], [0.9 * 256 - 103.939, 0.5 * 256 - 116.779,
+                                                            0.2 * 256 - 123.68], rtol=1e-6)
+    np.testing.assert_allclose(solver.from_caffe(solver.to_caffe(rgb)), rgb, atol=1e-6)
+
+
 def test_texture_augmentation_and_fills():
     image = np.random.default_rng(6).random((40, 48, 3)).astype(np.float32)
     images = mrf.augment(image, num_rotations=1, rotation_step=np.pi / 24, num_scales=1, scale_step=1.05)
