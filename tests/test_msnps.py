@@ -370,6 +370,29 @@ def test_msnps_seed_and_errors(content_workdir):
         jaxinpaint.load("msnps", content_model=content_workdir, vgg_weigths="random")
 
 
+def test_msnps_switches(content_workdir):
+    """The content net's BN mode, the texture fill and the JPEG round trip each change the result, and none
+    touches the known pixels."""
+    image, mask = _photo()
+    base = jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS).inpaint(image, mask)
+    for switch in ({"texture_fill": "content"}, {"jpeg_round_trip": True}):
+        out = jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS, **switch).inpaint(image, mask)
+        np.testing.assert_array_equal(out[~mask], image[~mask])
+        assert not np.array_equal(out, base), switch
+    with pytest.raises(ValueError, match="content_bn"):
+        jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS, content_bn="train")
+    # Batch statistics: refused for one image, used for a batch (they differ from the running statistics).
+    with pytest.raises(ValueError, match="content_bn='batch' needs several images"):
+        jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS, content_bn="batch").inpaint(image, mask)
+    module, variables, overlap = solver.load_content_model(solver.resolve(
+        jaxinpaint.load("msnps", content_model=content_workdir, **OPTIONS).config))
+    images = np.stack([image, image[::-1]]).astype(np.float32) / 255.0
+    holes = np.broadcast_to(mask[None, ..., None], images.shape[:3] + (1,)).astype(np.float32)
+    batch = solver.content_image(module, variables, overlap, images, holes, bn="batch")
+    running = solver.content_image(module, variables, overlap, images, holes, bn="eval")
+    assert batch.shape == images.shape and not np.allclose(batch, running)
+
+
 def test_predict_command_with_options(content_workdir, tmp_path):
     from jaxinpaint.cli import predict
 

@@ -51,9 +51,10 @@ Deviations and open points:
   size), and the result is resized back. The content box is the centre half in both directions.
 * Bilinear resizes use half-pixel centres (``jaxinpaint.systems.lama.refine.resize_bilinear``); Torch's
   ``image.scale`` convention is **unverified**, as is ``image.rotate``'s (:mod:`~jaxinpaint.systems.msnps.mrf`).
-* ``content_bn='batch'`` runs the generator with batch statistics (the README's pre-2018-05-30 mode); the
-  original batched 32 images, here a batch is the one image, whose 1×1 bottleneck makes batch statistics
-  degenerate. The default is ``'eval'`` (running statistics), the code since 2018-05-30.
+* ``content_bn='batch'`` (batch statistics, the README's pre-2018-05-30 mode) needs a batch: the original
+  ran its 32 demo images as one. The solver inpaints one image at a time, whose 1×1 bottleneck has a single
+  value per channel, so it refuses the mode with an explanation; :func:`content_image` takes it for a batch
+  of images. The default is ``'eval'`` (running statistics), the code since 2018-05-30.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         # Resources.
         "content_model": "",  # workdir / model dir of a Context Encoder centre generator (configs/msnps.py)
-        "content_bn": "eval",  # 'eval' (running statistics, the code since 2018-05-30) or 'batch'
+        "content_bn": "eval",  # 'eval' (running statistics, the code since 2018-05-30) or 'batch' (several images)
         "content_overlap": -1,  # overlapPred; -1 = the content model's own (config.inference.overlap)
         "vgg_weights": "",  # Caffe VGG-19 in torchvision layout (.pth/.npz), or 'random' (tests only)
         "vgg_width_divisor": 1,  # narrower random VGG ('random' only; tests)
@@ -242,8 +243,9 @@ def content_image(module, variables, overlap: int, image: np.ndarray, hole: np.n
     """The content network's image (1, H, W, 3) in [0, 1] (module docstring, step 1).
 
     Args:
-      image: (1, H, W, 3) in [0, 1]; hole pixels are never read.
-      hole: (1, H, W, 1), 1 = hole.
+      image: (N, H, W, 3) in [0, 1]; hole pixels are never read.
+      hole: (N, H, W, 1), 1 = hole.
+      bn: 'eval' (running statistics) or 'batch' (statistics of these N images, N >= 2).
     """
     fine = int(module.fine_size)
     h, w = image.shape[1:3]
@@ -438,6 +440,11 @@ def host_solve(resources, image, mask, config, seed):
         work_img = resize_bilinear(np.where(hole > 0.5, 0.0, image).astype(np.float32), size)
         work_hole = (resize_bilinear(hole, size) > 1e-8).astype(np.float32)  # any trace of hole is a hole
     module, variables, overlap = resources["content"]
+    if config.content_bn == "batch" and image.shape[0] < 2:
+        raise ValueError("msnps: content_bn='batch' needs several images in one batch (the released code ran "
+                         "its 32 demo images as one batch); for one image the generator's 1x1 bottleneck has a "
+                         "single value per channel, so batch statistics are undefined. Use content_bn='eval', or "
+                         "call jaxinpaint.systems.msnps.solver.content_image on a batch")
     content = content_image(module, variables, overlap, work_img, work_hole, bn=config.content_bn)
     if config.texture_fill == "rows":
         texture = fill_rows(np.where(work_hole > 0.5, 0.0, work_img).astype(np.float32), work_hole)
