@@ -228,11 +228,43 @@ def test_tv_gradient_is_tv_lua():
     np.testing.assert_allclose(solver.from_caffe(solver.to_caffe(rgb)), rgb, atol=1e-6)
 
 
+def test_torch_image_scale_and_rotate():
+    from jaxinpaint.systems.msnps import torch_image
+
+    def along_width(values, n):
+        x = np.asarray(values, np.float32)[None, :, None]
+        return torch_image.scale(x, (1, n))[0, :, 0]
+
+    # Enlarging: corners aligned (position d * 3 / 6).
+    np.testing.assert_allclose(along_width([0, 1, 2, 3], 7), [0, 0.5, 1, 1.5, 2, 2.5, 3], atol=1e-6)
+    # Shrinking: area averages with fractional ends, 5 -> 2: [0, 2.5) and [2.5, 5).
+    x = [1.0, 2.0, 4.0, 8.0, 16.0]
+    np.testing.assert_allclose(along_width(x, 2), [(1 + 2 + 0.5 * 4) / 2.5, (0.5 * 4 + 8 + 16) / 2.5], rtol=1e-6)
+    np.testing.assert_allclose(along_width([0, 1, 2, 3], 2), [0.5, 2.5], atol=1e-6)
+    np.testing.assert_array_equal(along_width(x, 5), x)
+    img = np.random.default_rng(10).random((6, 5, 3)).astype(np.float32)
+    both = torch_image.scale(img, (3, 9))
+    np.testing.assert_allclose(both, torch_image.scale(torch_image.scale(img, (6, 9)), (3, 9)), atol=1e-6)
+    assert torch_image.scale_longer_side(img, 8).shape == (8, 6, 3)  # int(5 * 8 / 6) = 6
+    # Rotation by 0: odd width 5 -> xc = 2.5, a half-pixel shift (mean of columns i-1 and i), column 0 blank.
+    r = torch_image.rotate(img, 0.0)
+    np.testing.assert_allclose(r[:-1, 1:], 0.5 * (img[:-1, :-1] + img[:-1, 1:]), atol=1e-6)
+    assert not r[:, 0].any() and not r[-1].any()
+    # A quarter turn of a square even image moves pixels exactly (up to the blank border).
+    sq = np.random.default_rng(11).random((6, 6, 1)).astype(np.float32)
+    q = torch_image.rotate(sq, np.pi / 2)
+    j, i = 2, 2  # samples (cos*(i-3) - sin*(j-3), cos*(j-3) + sin*(i-3)) + 3 = (4, 2): column 4, row 2
+    np.testing.assert_allclose(q[j, i], sq[2, 4], atol=1e-5)
+    assert not q[1, 2].any()  # would sample column 5, whose right neighbour is outside: blank
+
+
 def test_texture_augmentation_and_fills():
     image = np.random.default_rng(6).random((40, 48, 3)).astype(np.float32)
     images = mrf.augment(image, num_rotations=1, rotation_step=np.pi / 24, num_scales=1, scale_step=1.05)
     assert len(images) == 9
-    np.testing.assert_array_equal(images[4], image)  # rotation 0, scale 1
+    # Rotation 0, scale 1: Torch's rotate still zeroes the last row and column (even sizes), nothing else moves.
+    np.testing.assert_array_equal(images[4][:-1, :-1], image[:-1, :-1])
+    assert not images[4][-1].any() and not images[4][:, -1].any()
     assert max(images[3].shape[:2]) < max(images[4].shape[:2]) < max(images[5].shape[:2])
     # computeBB at 512², worked by hand: the rotated top edge crosses x = 1 at y = 32.4, and the rotated right
     # edge at that height at x = 484.7, so the box is [512 - 484.7, 484.7] x [32.4, 512 - 32.4], floored.

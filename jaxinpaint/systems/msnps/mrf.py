@@ -22,10 +22,9 @@ zero-norm source patch is never confident and a zero-norm target patch is never 
 Texture images (:func:`augment`): the texture image at this scale, rotated by ``k * rotation_step`` for
 ``k in [-num_rotations, num_rotations]`` and cropped to the axis-aligned box inside the rotated image
 (``helper.lua::computeBB``), then each rotation scaled so its longer side is ``floor(longer * scale_step^s)``
-for ``s in [-num_scales, num_scales]`` (``wrapper:153-176``): 9 images for MSNPS's 1 and 1. The rotation is
-Torch ``image.rotate`` (bilinear, about the centre ((w-1)/2, (h-1)/2), zero outside) and the scaling a
-bilinear resize; both follow the Torch code as recalled, **unverified** against it (the resize is
-``jaxinpaint.systems.lama.refine.resize_bilinear``, half-pixel centres).
+for ``s in [-num_scales, num_scales]`` (``wrapper:153-176``): 9 images for MSNPS's 1 and 1. Rotation and scaling
+are Torch's ``image.rotate``/``image.scale`` (:mod:`jaxinpaint.systems.msnps.torch_image`); the rotation by 0
+is applied too, which zeroes the last row and column as in the original.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinpaint.systems.lama.refine import resize_bilinear
+from jaxinpaint.systems.msnps import torch_image
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -165,36 +164,6 @@ def rotation_box(width: int, height: int, alpha: float) -> tuple[int, int, int, 
     return (max(math.floor(box[0]), 1), max(math.floor(box[1]), 1), math.floor(box[2]), math.floor(box[3]))
 
 
-def rotate(image: np.ndarray, alpha: float) -> np.ndarray:
-    """Torch ``image.rotate(img, alpha, 'bilinear')`` as recalled (**unverified**): output pixel (i, j) samples
-    the input at the point rotated by alpha about ((w-1)/2, (h-1)/2); points outside are 0. (H, W, C)."""
-    h, w = image.shape[:2]
-    xc, yc = (w - 1) / 2.0, (h - 1) / 2.0
-    jj, ii = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    c, s = math.cos(alpha), math.sin(alpha)
-    ip = c * (ii - xc) - s * (jj - yc) + xc
-    jp = c * (jj - yc) + s * (ii - xc) + yc
-    inside = (ip >= 0) & (ip <= w - 1) & (jp >= 0) & (jp <= h - 1)
-    ip, jp = np.clip(ip, 0, w - 1), np.clip(jp, 0, h - 1)
-    i0, j0 = np.floor(ip).astype(int), np.floor(jp).astype(int)
-    i1, j1 = np.minimum(i0 + 1, w - 1), np.minimum(j0 + 1, h - 1)
-    fi, fj = (ip - i0)[..., None], (jp - j0)[..., None]
-    out = ((1 - fj) * ((1 - fi) * image[j0, i0] + fi * image[j0, i1])
-           + fj * ((1 - fi) * image[j1, i0] + fi * image[j1, i1]))
-    return np.where(inside[..., None], out, 0.0).astype(np.float32)
-
-
-def scale_longer_side(image: np.ndarray, longer: int) -> np.ndarray:
-    """Bilinear resize so the longer side is ``longer`` (the other ``floor``-ed; Torch ``image.scale(img, n)``,
-    **unverified**)."""
-    h, w = image.shape[:2]
-    if w >= h:
-        size = (max(1, math.floor(h * longer / w)), longer)
-    else:
-        size = (longer, max(1, math.floor(w * longer / h)))
-    return resize_bilinear(image[None].astype(np.float32), size)[0]
-
-
 def augment(image: np.ndarray, *, num_rotations: int, rotation_step: float, num_scales: int,
             scale_step: float) -> list[np.ndarray]:
     """The augmented texture images, rotation-major (``wrapper:153-176``); (H, W, C) float32 each."""
@@ -202,14 +171,14 @@ def augment(image: np.ndarray, *, num_rotations: int, rotation_step: float, num_
     h, w = image.shape[:2]
     for r in range(-num_rotations, num_rotations + 1):
         alpha = rotation_step * r
-        rotated = rotate(image, alpha) if r else image.astype(np.float32)
+        rotated = torch_image.rotate(image, alpha)  # also for alpha = 0, as the original (a zero border)
         x0, y0, x1, y1 = rotation_box(w, h, alpha)
         rotated = rotated[y0 - 1:y1, x0 - 1:x1]
         for s in range(-num_scales, num_scales + 1):
             longer = math.floor(max(rotated.shape[:2]) * scale_step ** s)
-            out.append(scale_longer_side(rotated, longer) if s else rotated)
+            out.append(torch_image.scale_longer_side(rotated, longer))
     return out
 
 
-__all__ = ["augment", "coverage_weights", "extract", "grid", "match", "mrf_loss", "patch_origins", "rotate",
-           "rotation_box", "scale_longer_side", "target_patches"]
+__all__ = ["augment", "coverage_weights", "extract", "grid", "match", "mrf_loss", "patch_origins", "rotation_box",
+           "target_patches"]

@@ -33,8 +33,8 @@ released "fast" code ``leehomyc/Faster-High-Res-Neural-Inpainting`` (Torch7). MS
    image instead (the maintainer suggests any fill that keeps hole pixels out of the patches, #28).
 3. **Blend** (``blend.lua``): the result, clamped to [0, 1] (``image.minmax``), optionally through a JPEG round
    trip (``jpeg_round_trip``, off: the original reads its result back from a JPEG, which only loses
-   information and makes bytes depend on the codec; on, quality ``jpeg_quality``, Torch ``image.save``'s
-   default is **unverified**), then composited with the known pixels by the inference path (byte-identical
+   information and makes bytes depend on the codec; on, quality ``jpeg_quality``, 75 as Torch's
+   ``image.save``), then composited with the known pixels by the inference path (byte-identical
    outside the hole). The demo's soft ``mask.png`` is not reproduced: jaxinpaint's masks are binary.
 
 Reported per scale and iteration (``info``): the texture (MRF) loss, the content and TV terms, each at the
@@ -47,10 +47,12 @@ Deviations and open points:
   ``features.<i>`` layout. jaxinpaint ships and downloads none. A torchvision VGG-19
   file loads too, but its features have other scales (RGB, [0, 1] normalised input): the weights 20 / 1e-4 /
   1e-4 are tuned to the Caffe network (§5.4 pitfall 1).
-* Images of any size: the working image has its longer side resized to ``max_size`` (512; 0 keeps the input
-  size), and the result is resized back. The content box is the centre half in both directions.
-* Bilinear resizes use half-pixel centres (``jaxinpaint.systems.lama.refine.resize_bilinear``); Torch's
-  ``image.scale`` convention is **unverified**, as is ``image.rotate``'s (:mod:`~jaxinpaint.systems.msnps.mrf`).
+* Images of any size: the working image has its longer side resized to ``max_size`` (512, as the wrapper's
+  ``image.scale(img, max_size)``; 0 keeps the input size), and the result is resized back (not in the
+  original, whose inputs are 512²). The content box is the centre half in both directions.
+* Every resize is Torch's ``image.scale`` (bilinear: corner-aligned when enlarging, area-averaging when
+  shrinking) and every rotation ``image.rotate``, as read in ``torch/image``
+  (:mod:`~jaxinpaint.systems.msnps.torch_image`).
 * ``content_bn='batch'`` (batch statistics, the README's pre-2018-05-30 mode) needs a batch: the original
   ran its 32 demo images as one. The solver inpaints one image at a time, whose 1×1 bottleneck has a single
   value per channel, so it refuses the mode with an explanation; :func:`content_image` takes it for a batch
@@ -73,8 +75,7 @@ import numpy as np
 
 from jaxinpaint.backbones import vgg
 from jaxinpaint.systems.context_encoder import model as ce_model
-from jaxinpaint.systems.lama.refine import resize_bilinear
-from jaxinpaint.systems.msnps import lbfgs, mrf
+from jaxinpaint.systems.msnps import lbfgs, mrf, torch_image
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def default_config() -> ml_collections.ConfigDict:
         "tv_weight": 1e-4,  # times 1/2 sum of squared neighbour differences in Caffe pixel space
         # Output.
         "jpeg_round_trip": False,  # blend.lua reads the result from a JPEG; off: lossy, codec-dependent bytes
-        "jpeg_quality": 75,  # for jpeg_round_trip (Torch image.save's JPEG quality, unverified)
+        "jpeg_quality": 75,  # for jpeg_round_trip (Torch image.save's JPEG quality, torch/image init.lua)
     })
 
 
@@ -250,14 +251,14 @@ def content_image(module, variables, overlap: int, image: np.ndarray, hole: np.n
     fine = int(module.fine_size)
     h, w = image.shape[1:3]
     signed = np.where(hole > 0.5, np.asarray(ce_model.MEAN_FILL, np.float32), image * 2.0 - 1.0).astype(np.float32)
-    small = ce_model.fill_center(jnp.asarray(resize_bilinear(signed, (fine, fine))), overlap)
+    small = ce_model.fill_center(jnp.asarray(torch_image.scale(signed, (fine, fine))), overlap)
     if bn == "batch":
         pred, _ = module.apply(variables, small, train=True, mutable=["batch_stats"])
     else:
         pred = module.apply(variables, small, train=False)
     pred = np.asarray(pred, np.float32)
     top, bottom, left, right = center_paste_box(h, w)
-    up = resize_bilinear(pred, (bottom - top, right - left))
+    up = torch_image.scale(pred, (bottom - top, right - left))
     oy, ox = round(overlap * (bottom - top) / pred.shape[1]), round(overlap * (right - left) / pred.shape[2])
     out = signed.copy()
     out[:, top + oy:bottom - oy, left + ox:right - ox] = up[:, oy:up.shape[1] - oy, ox:up.shape[2] - ox]
@@ -397,15 +398,15 @@ def synthesize(resources, content01: np.ndarray, texture01: np.ndarray, config, 
     info: dict[str, list] = {"texture_loss": [], "content_loss": [], "tv_loss": [], "n_iter": [], "sizes": [],
                              "confident": []}
     for i, size in enumerate(pyramid_sizes(h, w, int(config.num_scales))):
-        content_s = resize_bilinear(content_caffe, size)
-        texture_s = resize_bilinear(texture_caffe, size)
+        content_s = torch_image.scale(content_caffe, size)
+        texture_s = torch_image.scale(texture_caffe, size)
         if x is None:
             if config.init == "random":
                 x = (np.random.default_rng(seed).standard_normal(content_s.shape) * 0.001).astype(np.float32)
             else:
                 x = content_s
         else:
-            x = resize_bilinear(np.asarray(x), size)
+            x = torch_image.scale(np.asarray(x), size)
         content_target = features(variables, jnp.asarray(content_s))[config.content_layer]
         augmented = mrf.augment(texture_s[0], num_rotations=int(config.texture_rotations),
                                 rotation_step=float(config.texture_rotation_step),
@@ -436,9 +437,9 @@ def host_solve(resources, image, mask, config, seed):
     work_img, work_hole = image, hole
     if int(config.max_size) > 0 and max(h, w) != int(config.max_size):
         longer = int(config.max_size)
-        size = (max(1, round(h * longer / max(h, w))), max(1, round(w * longer / max(h, w))))
-        work_img = resize_bilinear(np.where(hole > 0.5, 0.0, image).astype(np.float32), size)
-        work_hole = (resize_bilinear(hole, size) > 1e-8).astype(np.float32)  # any trace of hole is a hole
+        size = (max(1, int(h * longer / max(h, w))), max(1, int(w * longer / max(h, w))))  # image.scale(img, MAX)
+        work_img = torch_image.scale(np.where(hole > 0.5, 0.0, image).astype(np.float32), size)
+        work_hole = (torch_image.scale(hole, size) > 1e-8).astype(np.float32)  # any trace of hole is a hole
     module, variables, overlap = resources["content"]
     if config.content_bn == "batch" and image.shape[0] < 2:
         raise ValueError("msnps: content_bn='batch' needs several images in one batch (the released code ran "
@@ -454,7 +455,7 @@ def host_solve(resources, image, mask, config, seed):
     if config.jpeg_round_trip:
         result = jpeg_round_trip(result, int(config.jpeg_quality))
     if result.shape[1:3] != (h, w):
-        result = np.clip(resize_bilinear(result, (h, w)), 0.0, 1.0)
+        result = np.clip(torch_image.scale(result, (h, w)), 0.0, 1.0)
     info["content"] = content
     return result, info
 
