@@ -47,6 +47,7 @@ Deviations and open points:
   ``features.<i>`` layout. jaxinpaint ships and downloads none. A torchvision VGG-19
   file loads too, but its features have other scales (RGB, [0, 1] normalised input): the weights 20 / 1e-4 /
   1e-4 are tuned to the Caffe network (§5.4 pitfall 1).
+* The content image stays float: the original saves it as an 8-bit PNG (``fake_*.png``) and reads it back.
 * Images of any size: the working image has its longer side resized to ``max_size`` (512, as the wrapper's
   ``image.scale(img, max_size)``; 0 keeps the input size), and the result is resized back (not in the
   original, whose inputs are 512²). The content box is the centre half in both directions.
