@@ -9,9 +9,10 @@
 ``--model`` (SOURCE) is anything ``jaxinpaint.load`` takes: a training workdir (the latest checkpoint, or
 ``--step=N``; EMA weights when the run kept them, ``--no_ema`` for the raw ones), a directory written by
 ``jaxinpaint convert``, an original weight file (LaMa's ``.ckpt``/``.pth``), or the name of a per-image
-method (``tv``, ``hallucination``...), whose settings ``--option=KEY=VALUE`` sets (repeatable; the method's
-``default_config`` fields, e.g. ``--option=iterations=100``, ``--option=preset=smoke``,
-``--option=weights=vgg19-dcbb9e9d.pth``). A per-image method shows its iterations while it runs
+method (``tv``, ``dip``, ``hallucination``, ``msnps``...), whose settings ``--option=KEY=VALUE`` sets
+(repeatable; the method's ``default_config`` fields, the keywords ``jaxinpaint.load`` takes), e.g.
+``--option=iterations=100``, ``--option=preset=smoke``, ``--model=msnps --option=content_model=workdirs/ce
+--option=vgg_weights=vgg19_caffe.npz``. A per-image method shows its iterations while it runs
 (``--progress``: a tqdm bar on a terminal, log lines with ``it/s`` and ``ETA`` otherwise, or ``none``).
 
     jaxinpaint predict --model=tv --image=x.png --mask=x_mask.png --output=x_tv.png
@@ -404,19 +405,22 @@ def _jobs_from_args(args) -> list[Job]:
     return jobs
 
 
-def _solver_options(pairs: Sequence[str]) -> dict:
-    """``--option KEY=VALUE`` pairs as keyword options (values as Python literals when they parse)."""
+def parse_options(items: Sequence[str]) -> dict:
+    """``--option KEY=VALUE`` flags -> {key: value}: a value that reads as a Python literal (``50``, ``1e-4``,
+    ``True``) is that literal, anything else the string itself (paths). The method's config then checks the
+    key and the type (``jaxinpaint.load`` refuses unknown options, naming the known ones)."""
     import ast
 
     options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
+    for item in items:
+        key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--option={pair}: expected KEY=VALUE")
+            raise UsageError(f"--option {item!r}: expected KEY=VALUE")
         try:
-            options[key.strip()] = ast.literal_eval(value)
+            parsed = ast.literal_eval(value)
         except (ValueError, SyntaxError):
-            options[key.strip()] = value
+            parsed = value
+        options[key.strip()] = parsed if isinstance(parsed, (int, float, bool, str)) else value
     return options
 
 
@@ -471,11 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(e)) from e
         from jaxinpaint import systems
 
-        if args.option:
-            if args.refine or args.model not in systems.names("solver") or os.path.exists(args.model):
-                raise UsageError("--option applies to per-image methods (--model=NAME with NAME one of "
-                                 f"{', '.join(systems.names('solver'))}); use the --refine_* flags for --refine")
-            refine_options = _solver_options(args.option)
+        options = parse_options(args.option)
+        if options and (args.refine or args.model not in systems.names("solver") or os.path.exists(args.model)):
+            raise UsageError("--option applies to per-image methods (--model=NAME with NAME one of "
+                             f"{', '.join(systems.names('solver'))}); --refine has its own --refine_* flags")
+        refine_options.update(options)
         if not os.path.exists(args.model) and args.model not in systems.names("solver"):
             raise UsageError(f"--model={args.model}: no such file or directory, and not a per-image method "
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "

@@ -37,6 +37,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
     "tv": ("jaxinpaint.systems.tv", "SOLVER"),
     "hallucination": ("jaxinpaint.systems.hallucination", "SOLVER"),
+    "msnps": ("jaxinpaint.systems.msnps", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
 
