@@ -315,7 +315,9 @@ def _solver_config(solver: contract.Solver, options: Mapping[str, Any]) -> ml_co
     if unknown:
         raise TypeError(f"{solver.name}: unknown option(s) {unknown}; options: {sorted(config)}")
     preset = options.get("preset")
-    if preset:  # the preset's settings first, the explicit options over them
+    # The preset's settings first, the explicit options over them. A solver without ``presets`` reads its own
+    # ``preset`` field (Deep Image Prior's network settings, MSNPS's smoke settings).
+    if preset and solver.presets:
         if preset not in solver.presets:
             raise ValueError(f"{solver.name}: unknown preset {preset!r}; presets: {sorted(solver.presets) or 'none'}")
         config.update(dict(solver.presets[preset]))

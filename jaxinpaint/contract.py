@@ -313,6 +313,7 @@ class Solver:
         ``solve`` for methods that need the host between stages (several scales with host-side resizes).
       presets: named groups of settings, ``{name: {field: value}}``; the option ``preset=name`` (a field of
         ``default_config``) applies one before the explicit options (``jaxinpaint.load(name, preset='smoke')``).
+        Left empty, the solver reads its own ``preset`` field (Deep Image Prior's network presets).
 
     Progress: ``solve`` calls :func:`report_progress` once per iteration of its scan body (it reports every
     few iterations); ``iterations`` is the total a progress bar starts with.

@@ -36,6 +36,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxinpaint import contract
+
 #: ``opfunc(x) -> (f, g, aux)``: the value the optimiser sees (only used by the ``tol_x`` test on changes of
 #: f), the gradient (same shape as x) and anything to record per evaluation (a pytree of scalars).
 OpFunc = Callable[[jax.Array], tuple[jax.Array, jax.Array, Any]]
@@ -94,7 +96,7 @@ def _two_loop(g, S, Y, count, hdiag):
 
 
 def minimize(opfunc: OpFunc, x0: jax.Array, config: LBFGSConfig = LBFGSConfig(), *,
-             mask: jax.Array | None = None, trace_x: bool = False):
+             mask: jax.Array | None = None, trace_x: bool = False, progress: tuple | None = None):
     """Runs ``mylbfgs`` from ``x0``; traceable (call it inside ``jax.jit``).
 
     Args:
@@ -103,6 +105,8 @@ def minimize(opfunc: OpFunc, x0: jax.Array, config: LBFGSConfig = LBFGSConfig(),
       config: :class:`LBFGSConfig`.
       mask: multiplies every gradient (default ones).
       trace_x: also return the iterate after every iteration (tests).
+      progress: ``(offset, total)`` (may be traced): each iteration is reported to
+        :func:`jaxinpaint.contract.report_progress` as ``offset + i`` of ``total`` (several scales share one bar).
 
     Returns:
       ``(x, info)``: the final point, and ``info`` with ``f`` and ``aux`` of the evaluation at the start of
@@ -133,7 +137,8 @@ def minimize(opfunc: OpFunc, x0: jax.Array, config: LBFGSConfig = LBFGSConfig(),
                  done=jnp.sum(jnp.abs(g)) <= tol_fun, evals=jnp.ones((), jnp.float32))
 
     def iteration(c, i):
-        # contract.report_progress(i, max_iter) goes here (one call per iteration of this scale).
+        if progress is not None:
+            contract.report_progress(progress[0] + i, progress[1], every=1)  # slow iterations: report each one
         first = i == 0
         recorded = (jnp.where(c["done"], jnp.nan, c["f"]),
                     jax.tree.map(lambda a, b: jnp.where(c["done"], b, a), c["aux"], nan_aux))

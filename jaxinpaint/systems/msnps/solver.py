@@ -355,13 +355,15 @@ def _scale_settings(config) -> tuple:
 
 @functools.lru_cache(maxsize=16)
 def _scale_fn(settings: tuple):
-    """The jitted optimisation of one scale: ``(vgg_vars, x0, content_target, targets) -> (x, info)``."""
+    """The jitted optimisation of one scale: ``(vgg_vars, x0, content_target, targets, offset, total) -> (x,
+    info)``; ``offset`` and ``total`` (traced: every scale shares the program) place its iterations in the
+    whole solve's progress."""
     s = dict(settings)
     model = _vgg_model(ml_collections.ConfigDict(s))
     patch = int(s["patch_size"])
 
     @jax.jit
-    def run(variables, x0, content_target, targets):
+    def run(variables, x0, content_target, targets, offset, total):
         feat0 = model.apply(variables, x0)[s["mrf_layer"]][0]
         ys, xs = mrf.patch_origins(feat0.shape[0], feat0.shape[1], patch, int(s["source_stride"]))
         index, confident = mrf.match(feat0, targets, ys, xs, float(s["confidence_threshold"]))
@@ -384,7 +386,7 @@ def _scale_fn(settings: tuple):
 
         cfg = lbfgs.LBFGSConfig(max_iter=int(s["iterations"]), history=int(s["history"]), lr=float(s["lr"]),
                                 tol_x=float(s["tol_x"]), tol_fun=float(s["tol_fun"]))
-        x, info = lbfgs.minimize(opfunc, x0, cfg)
+        x, info = lbfgs.minimize(opfunc, x0, cfg, progress=(offset, total))
         return x, {**info["aux"], "n_iter": info["n_iter"], "confident": jnp.mean(confident.astype(jnp.float32))}
 
     return run
@@ -419,7 +421,9 @@ def synthesize(resources, content01: np.ndarray, texture01: np.ndarray, config, 
                                 num_scales=int(config.texture_scales), scale_step=float(config.texture_scale_step))
         texture_feats = [features(variables, jnp.asarray(a[None]))[config.mrf_layer][0] for a in augmented]
         targets = mrf.target_patches(texture_feats, int(config.patch_size), int(config.target_stride))
-        x, scale_info = run(variables, jnp.asarray(x), content_target, targets)
+        per_scale, scales = int(config.iterations), int(config.num_scales)
+        x, scale_info = run(variables, jnp.asarray(x), content_target, targets, jnp.int32(i * per_scale),
+                            jnp.int32(scales * per_scale))
         scale_info = jax.tree.map(np.asarray, scale_info)
         n = int(scale_info["n_iter"])
         for key, name in (("texture", "texture_loss"), ("content", "content_loss"), ("tv", "tv_loss")):
