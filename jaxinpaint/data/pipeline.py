@@ -61,7 +61,7 @@ re-reading. ``close()`` logs a summary. A source with no files, or whose files a
 
 Parallelism: plain ``concurrent.futures`` threads, one task per example; Pillow decoding and resizing and
 most numpy work release the GIL. grain is not needed: its multiprocessing adds start-up cost and absl-flag
-requirements (environment.md) for no gain at these rates.
+requirements for no gain at these rates.
 
 Performance, measured on the project's 2-core CPU machine while other jobs shared it (load average 3-5, so
 extra threads could not show a speed-up): built-in photos, 256² crops, batch 16, ``lama_train`` masks,
@@ -77,7 +77,7 @@ distortions    40-42          29-43          25-40
 
 About 7 ms per 'lama' example, most of it PNG decoding (the JPEGs decode at reduced scale); 'distortions'
 costs ~25-35 ms (full-size decode, CLAHE ~20 ms when drawn). Either is far above what a 2-core CPU trains
-on (Big-LaMa needs ~1.6 s per 256² image, environment.md §4); on accelerator hosts raise ``num_workers``.
+on (Big-LaMa needs ~1.6 s per 256² image on a 2-core CPU); on accelerator hosts raise ``num_workers``.
 """
 
 from __future__ import annotations

@@ -483,7 +483,7 @@ class ConvTranspose2D(nn.Module):
     computed by sub-pixel decomposition: four small convolutions on the un-dilated input, one per output phase,
     interleaved. That does exactly torch's arithmetic (9 taps per output pair, no multiplications by the
     inserted zeros) and its gradient is made of ordinary convolutions, which XLA:CPU handles far better than
-    the gradient of an ``lhs_dilation`` convolution (environment.md measured seconds per layer for the latter).
+    the gradient of an ``lhs_dilation`` convolution (measured here: seconds per layer for the latter).
     """
 
     features: int
