@@ -35,6 +35,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "edgeconnect": ("jaxinpaint.systems.edgeconnect", "SYSTEM"),
     "ctsdg": ("jaxinpaint.systems.ctsdg", "SYSTEM"),
     "lama_refine": ("jaxinpaint.systems.lama.refine", "SOLVER"),
+    "dip": ("jaxinpaint.systems.dip", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
 
