@@ -341,6 +341,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--refine_max_scales", type=int, default=3, help="refinement: most pyramid levels")
     p.add_argument("--refine_px_budget", type=int, default=1_800_000,
                    help="refinement: larger images are refined at this many pixels, then resized back")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a per-image method's setting, repeatable (e.g. --model=dip --option=iterations=500 "
+                        "--option=preset=kate); VALUE is read as JSON when it parses, else as a string")
+    p.add_argument("--seed", type=int, default=0, help="a per-image method's seed (same input and seed, same output)")
     p.add_argument("--skip_existing", action="store_true",
                    help="leave images whose output file already exists alone (default: overwrite them, and say so)")
     defaults = inference.HDStrategy()
@@ -390,6 +394,22 @@ def _jobs_from_args(args) -> list[Job]:
                              f"{LAMA_MASK_PATTERN} (recursively), e.g. x.png with x_mask000.png; for "
                              "masks in a separate folder with the images' names use --mask_dir")
     return jobs
+
+
+def _parse_options(options: Sequence[str]) -> dict:
+    """``["iterations=500", "preset=kate"]`` -> ``{'iterations': 500, 'preset': 'kate'}`` (JSON values, else strings)."""
+    import json
+
+    parsed = {}
+    for item in options:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--option={item}: expected NAME=VALUE")
+        try:
+            parsed[name] = json.loads(value)
+        except ValueError:
+            parsed[name] = value
+    return parsed
 
 
 def _load_model(args, refine_options, hd_strategy):
@@ -442,6 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(e)) from e
         from jaxinpaint import systems
 
+        if args.option:
+            if args.model not in systems.names("solver") or os.path.exists(args.model):
+                raise UsageError(f"--option applies to per-image methods ({', '.join(systems.names('solver'))}) only")
+            refine_options = {**_parse_options(args.option), **refine_options}
+            refine_options["seed"] = args.seed
+        elif args.model in systems.names("solver") and not os.path.exists(args.model):
+            refine_options["seed"] = args.seed
         if not os.path.exists(args.model) and args.model not in systems.names("solver"):
             raise UsageError(f"--model={args.model}: no such file or directory, and not a per-image method "
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "

@@ -162,7 +162,7 @@ def network_input(key: jax.Array, s: Settings, height: int, width: int) -> jax.A
 
 
 def solve(resources, image: jax.Array, mask: jax.Array, config, rng: jax.Array):
-    """Fits the skip network to the known pixels; returns ``(f(z) after the last step, {'loss': per step})``.
+    """Fits the skip network to the known pixels; returns ``(f(z) after the last step, {'loss': per step, ...})``.
 
     ``image`` f32[1, H, W, 3] in [0, 1], ``mask`` f32[1, H, W, 1] with 1 = hole (the api pads both to
     :func:`size_multiple`). ``info['loss'][i]`` is the objective evaluated before the i-th Adam step (on the
@@ -206,7 +206,8 @@ def solve(resources, image: jax.Array, mask: jax.Array, config, rng: jax.Array):
 
     (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jnp.arange(s.iterations))
     pred = net.apply({"params": params, **stats}, z, train=True)
-    return pred, {"loss": losses}
+    # 'objective' is the key predict's progress line reads (as for LaMa's refinement); 'loss' the same values.
+    return pred, {"loss": losses, "objective": losses}
 
 
 def min_size(net: Skip) -> int:
