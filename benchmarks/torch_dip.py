@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 
@@ -289,7 +290,8 @@ def main(argv=None):
             t0, c0 = time.perf_counter(), time.process_time()
             loss = loop.steps(n)
             print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "steps": n,
-                              "loss": loss}), flush=True)
+                              "loss": loss, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+                  flush=True)
         return 0
     ap.error("give --check or --worker")
 
