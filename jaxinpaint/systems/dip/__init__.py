@@ -14,6 +14,7 @@ SOLVER = contract.Solver(
     title="Deep Image Prior (Ulyanov et al. 2018): Adam on a random skip network fitted to the known pixels",
     default_config=_solver.default_config,
     solve=_solver.solve,
+    host_solve=_solver.host_solve,
     size_multiple=_solver.size_multiple,
     iterations=_solver.iterations,
     licence="Apache-2.0 (DmitryUlyanov/deep-image-prior)",
