@@ -10,6 +10,9 @@ every solver has landed) and every size of ``--sizes`` (square crops of a real p
   rounds after one warm-up each, and medians are reported. ``steps/s = N / (t_N - t_0)`` counts only the
   optimisation steps, as the PyTorch loop's figure does (its network construction and final forward are
   outside its timer); ``steps/s incl. setup = N / t_N`` is given too;
+* DIP runs with ``loop='scan'`` (the jitted ``solve``, compiled here) and ``loop='host'`` (``host_solve``: a
+  Python loop over the jitted step, what ``jaxinpaint.load('dip', loop='host')`` runs; its first call includes
+  the compilations);
 * memory: XLA's ``memory_analysis()`` of the N-step program (temporaries + arguments + outputs: what the solve
   needs on its device) and this process's peak RSS so far (cumulative over the cases run before it, compiler
   included); for PyTorch the worker's peak RSS.
@@ -131,6 +134,8 @@ def measure(method: str, size: int, overrides: dict, args, torch_worker: TorchWo
         return row
     image, mask = jnp.asarray(img[None]), jnp.asarray(hole[None, ..., None])
     rng = jax.random.key(0)
+    if overrides.get("loop") == "host":  # DIP's Python loop over the jitted step: time what jaxinpaint.load runs
+        return measure_host(solver, config, field, image, mask, row, args, torch_worker, resources)
     programs = {}
     for n in (args.iters, 0):
         cfg = solver.default_config()
@@ -147,6 +152,28 @@ def measure(method: str, size: int, overrides: dict, args, torch_worker: TorchWo
         cases["torch"] = lambda: torch_worker.steps(args.iters)
     cases["jax"] = lambda: common.block(programs[args.iters](image, mask, rng))
     cases["jax0"] = lambda: common.block(programs[0](image, mask, rng))
+    return finish_row(cases, row, args, torch_worker)
+
+
+def measure_host(solver, config, field, image, mask, row, args, torch_worker, resources) -> dict:
+    """:func:`measure` through ``host_solve`` (no single program to analyse: memory is the process's peak RSS);
+    the compile time is the first call's time minus a warm call's."""
+    def runner(n):
+        cfg = solver.default_config()
+        cfg.update({**{k: v for k, v in config.items()}, field: n})
+        return lambda: common.block(solver.host_solve(resources, image, mask, cfg, 0))
+
+    cases = {}
+    if torch_worker is not None:
+        cases["torch"] = lambda: torch_worker.steps(args.iters)
+    cases["jax"], cases["jax0"] = runner(args.iters), runner(0)
+    t0 = time.perf_counter()
+    cases["jax"]()
+    first = time.perf_counter() - t0
+    return finish_row(cases, row, args, torch_worker, first_call_s=first)
+
+
+def finish_row(cases, row, args, torch_worker, **extra) -> dict:
     for fn in cases.values():  # warm-up
         fn()
     wall = {k: [] for k in cases}
@@ -159,6 +186,7 @@ def measure(method: str, size: int, overrides: dict, args, torch_worker: TorchWo
             if name == "torch":
                 torch_wall.append(out["wall_s"])  # the worker's own timer (no pipe)
     t_n, t_0 = statistics.median(wall["jax"]), statistics.median(wall["jax0"])
+    row.update(extra)
     row.update({"iters": args.iters, "rounds": args.rounds, "jax_s": t_n, "jax0_s": t_0,
                 "steps_per_s": args.iters / max(t_n - t_0, 1e-9), "steps_per_s_incl_setup": args.iters / t_n,
                 "peak_rss_mib": common.peak_rss_mib(), "loadavg": os.getloadavg()[0]})
@@ -178,6 +206,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=5, help="optimisation steps per timed call")
     ap.add_argument("--rounds", type=int, default=3, help="alternation rounds (medians over them)")
     ap.add_argument("--dip-presets", default="library", help="DIP presets to measure (comma-separated)")
+    ap.add_argument("--dip-loops", default="scan,host", help="DIP's config.loop values to measure (comma-separated)")
     ap.add_argument("--torch-python", default=None, help="python of a venv with torch: also time the original DIP loop")
     ap.add_argument("--torch-threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="write the rows and the environment here")
@@ -195,7 +224,8 @@ def main(argv=None) -> int:
             print(f"{method}: not registered, skipped", flush=True)
             rows.append({"method": method, "note": "not registered"})
             continue
-        variants = [{"preset": p} for p in args.dip_presets.split(",")] if method == "dip" else [{}]
+        variants = ([{"preset": p, "loop": lp} for p in args.dip_presets.split(",") for lp in args.dip_loops.split(",")]
+                    if method == "dip" else [{}])
         for overrides in variants:
             for size in sizes:
                 worker = None
@@ -208,10 +238,10 @@ def main(argv=None) -> int:
                         worker.close()
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    cols = [("method", "method", "{}"), ("preset", "preset", "{}"), ("size", "size", "{}"),
+    cols = [("method", "method", "{}"), ("preset", "preset", "{}"), ("loop", "loop", "{}"), ("size", "size", "{}"),
             ("steps_per_s", "jax steps/s", "{:.3f}"), ("steps_per_s_incl_setup", "incl. setup", "{:.3f}"),
             ("torch_steps_per_s", "torch steps/s", "{:.3f}"), ("ratio_jax_over_torch", "jax/torch", "{:.2f}"),
-            ("compile_s_%d" % args.iters, "compile s", "{:.1f}"), ("xla_mib", "XLA MiB", "{:.0f}"),
+            ("compile_s_%d" % args.iters, "compile s", "{:.1f}"), ("first_call_s", "1st call s", "{:.1f}"), ("xla_mib", "XLA MiB", "{:.0f}"),
             ("peak_rss_mib", "RSS MiB", "{:.0f}"), ("torch_peak_rss_mib", "torch RSS MiB", "{:.0f}"),
             ("loadavg", "load", "{:.1f}"), ("note", "note", "{}")]
     print(common.format_table(rows, cols))

@@ -271,6 +271,8 @@ def host_solve(resources, image, mask, config, seed):
     image, mask = jnp.asarray(image), jnp.asarray(mask)
     if config.loop == "scan":
         return _compiled(key, "scan")(image, mask, rng)
+    # The host loop's programs do not depend on the number of iterations: one compilation serves every count.
+    key = json.dumps({**config.to_dict(), "iterations": 0}, sort_keys=True)
     if config.loop != "host":
         raise ValueError(f"dip: config field 'loop' must be 'scan' or 'host', got {config.loop!r}")
     s = resolve(config)
