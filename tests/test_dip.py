@@ -313,3 +313,16 @@ def test_beats_mean_colour_fill_on_a_photo():
     mean_fill[hole] = np.round(rgb[~hole].mean(0)).astype(np.uint8)
     dip, mean = hole_psnr(out), hole_psnr(mean_fill)
     assert dip > mean + 1.0, (dip, mean)
+
+
+def test_image_below_the_networks_smallest_size():
+    """A 16 px image with a network that needs 32 px (reflection pads at its deepest 1x1 map would fail): the
+    solver works on a symmetric extension and returns the image's size, known pixels intact."""
+    rgb, hole = photo_crop(16, 16)
+    config = solver.default_config()
+    config.update(SMALL)
+    assert solver.min_size(solver.resolve(config).module) == 32
+    inp = jaxinpaint.load("dip", seed=0, iterations=2, loop="host", **SMALL)
+    out = inp.inpaint(rgb, hole)
+    assert out.shape == rgb.shape and np.array_equal(out[~hole], rgb[~hole])
+    assert inp.last_info["loss"].shape == (2,)
