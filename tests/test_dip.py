@@ -326,3 +326,18 @@ def test_image_below_the_networks_smallest_size():
     out = inp.inpaint(rgb, hole)
     assert out.shape == rgb.shape and np.array_equal(out[~hole], rgb[~hole])
     assert inp.last_info["loss"].shape == (0,)
+
+
+def test_predict_option_errors(tmp_path, capsys):
+    from jaxinpaint.cli import predict
+
+    rgb, hole = photo_crop(16, 16)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    Image.fromarray((hole * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    base = ["--model=dip", f"--image={tmp_path / 'photo.png'}", f"--mask={tmp_path / 'mask.png'}",
+            f"--output={tmp_path / 'out.png'}"]
+    assert predict.main(base + ["--option=iterations"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert predict.main(base + ["--option=iterationz=3"]) == 2  # unknown solver option, named by the loader
+    assert "iterationz" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
