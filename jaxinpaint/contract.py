@@ -381,6 +381,12 @@ def _deliver_progress(done, total, values) -> None:
         sink.update(int(done), int(total), {k: float(v) for k, v in values.items()})
 
 
+def host_progress(done: int, total: int, **values) -> None:
+    """Reports ``done`` of ``total`` iterations from host code (a solver's Python loop over a jitted step), to the
+    same sink as :func:`report_progress`; ``values`` are scalars (reading a device value waits for it)."""
+    _deliver_progress(done, total, values)
+
+
 def report_progress(i, total, *, every: int | None = None, **values) -> None:
     """Reports iteration ``i`` (0-based) of ``total`` from inside a jitted solver, every ``every`` iterations.
 
@@ -454,5 +460,5 @@ def composite(pred: jax.Array, image: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 __all__ = ["Context", "Network", "Nets", "Phase", "ProgressSink", "Solver", "System", "Update", "check_phases",
-           "composite", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups", "runtime_fields",
+           "composite", "host_progress", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups", "runtime_fields",
            "set_progress_sink", "stop_gradient_tree"]

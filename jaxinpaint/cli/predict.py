@@ -354,6 +354,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", default="auto", choices=("auto", "bar", "log", "none"),
                    help="a per-image method's iterations while it runs: a tqdm bar (on a terminal), log lines "
                         "with it/s and ETA (otherwise), or nothing")
+    p.add_argument("--seed", type=int, default=0, help="a per-image method's seed (same input and seed, same output)")
     p.add_argument("--skip_existing", action="store_true",
                    help="leave images whose output file already exists alone (default: overwrite them, and say so)")
     defaults = inference.HDStrategy()
@@ -480,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--option applies to per-image methods (--model=NAME with NAME one of "
                              f"{', '.join(systems.names('solver'))}); --refine has its own --refine_* flags")
         refine_options.update(options)
+        if args.model in systems.names("solver") and not os.path.exists(args.model):
+            refine_options["seed"] = args.seed
         if not os.path.exists(args.model) and args.model not in systems.names("solver"):
             raise UsageError(f"--model={args.model}: no such file or directory, and not a per-image method "
                              f"({', '.join(systems.names('solver'))}); give a training workdir, a directory written "

@@ -38,6 +38,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "tv": ("jaxinpaint.systems.tv", "SOLVER"),
     "hallucination": ("jaxinpaint.systems.hallucination", "SOLVER"),
     "msnps": ("jaxinpaint.systems.msnps", "SOLVER"),
+    "dip": ("jaxinpaint.systems.dip", "SOLVER"),
 }
 _REGISTERED: dict[str, System | Solver] = {}
 
