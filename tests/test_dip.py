@@ -337,7 +337,7 @@ def test_predict_option_errors(tmp_path, capsys):
     base = ["--model=dip", f"--image={tmp_path / 'photo.png'}", f"--mask={tmp_path / 'mask.png'}",
             f"--output={tmp_path / 'out.png'}"]
     assert predict.main(base + ["--option=iterations"]) == 2
-    assert "NAME=VALUE" in capsys.readouterr().err
+    assert "KEY=VALUE" in capsys.readouterr().err
     assert predict.main(base + ["--option=iterationz=3"]) == 2  # unknown solver option, named by the loader
     assert "iterationz" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()

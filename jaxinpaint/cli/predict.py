@@ -407,21 +407,33 @@ def _jobs_from_args(args) -> list[Job]:
 
 
 def parse_options(items: Sequence[str]) -> dict:
-    """``--option KEY=VALUE`` flags -> {key: value}: a value that reads as a Python literal (``50``, ``1e-4``,
-    ``True``) is that literal, anything else the string itself (paths). The method's config then checks the
-    key and the type (``jaxinpaint.load`` refuses unknown options, naming the known ones)."""
+    """``--option KEY=VALUE`` flags -> {key: value}. A value that reads as a Python or JSON literal (``50``,
+    ``1e-4``, ``True``/``true``, ``None``/``null``, ``[16, 32, 64]``) is that literal, anything else the string
+    itself (paths). Only scalars, None and lists of them are taken as literals. The method's config then checks
+    the key and the type (``jaxinpaint.load`` refuses unknown options, naming the known ones)."""
     import ast
+    import json
+
+    def literal(value: str):
+        for parse in (ast.literal_eval, json.loads):
+            try:
+                return parse(value)
+            except (ValueError, SyntaxError):
+                continue
+        return value
+
+    def plain(v) -> bool:
+        return v is None or isinstance(v, (int, float, bool, str))
 
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"--option {item!r}: expected KEY=VALUE")
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        options[key.strip()] = parsed if isinstance(parsed, (int, float, bool, str)) else value
+        parsed = literal(value)
+        if isinstance(parsed, (list, tuple)) and all(plain(v) for v in parsed):
+            parsed = list(parsed)
+        options[key.strip()] = parsed if plain(parsed) or isinstance(parsed, list) else value
     return options
 
 
