@@ -241,7 +241,8 @@ def main(argv=None) -> int:
     cols = [("method", "method", "{}"), ("preset", "preset", "{}"), ("loop", "loop", "{}"), ("size", "size", "{}"),
             ("steps_per_s", "jax steps/s", "{:.3f}"), ("steps_per_s_incl_setup", "incl. setup", "{:.3f}"),
             ("torch_steps_per_s", "torch steps/s", "{:.3f}"), ("ratio_jax_over_torch", "jax/torch", "{:.2f}"),
-            ("compile_s_%d" % args.iters, "compile s", "{:.1f}"), ("first_call_s", "1st call s", "{:.1f}"), ("xla_mib", "XLA MiB", "{:.0f}"),
+            ("compile_s_%d" % args.iters, "compile s", "{:.1f}"), ("first_call_s", "1st call s", "{:.1f}"),
+            ("xla_mib", "XLA MiB", "{:.0f}"),
             ("peak_rss_mib", "RSS MiB", "{:.0f}"), ("torch_peak_rss_mib", "torch RSS MiB", "{:.0f}"),
             ("loadavg", "load", "{:.1f}"), ("note", "note", "{}")]
     print(common.format_table(rows, cols))

@@ -1,11 +1,11 @@
 """PyTorch Big LaMa, and LaMa's complete training step, for same-machine, same-load comparisons.
 
-The project's reference PyTorch figures (0.512 s / 2.071 s forward, 1.637 s forward+backward) were taken on an idle machine. When the machine is shared (other jobs
-running), absolute timings drift by 30-100 %, so the only fair comparison is PyTorch and JAX run in
-alternation under the same load. This module rebuilds the generator of ``saic-mdal/lama``
-(``FFCResNetGenerator`` with big-lama.yaml's kwargs: ngf 64, 3 down-samplings, 18 FFC blocks, ratio 0.75,
-reflect padding, no LFU) from plain ``torch.nn`` layers, NCHW, random weights. It is not a port of the
-original code and it is not used for numerical parity (the fixtures are); it has the same convolutions,
+The project's reference PyTorch figures (0.512 s / 2.071 s forward, 1.637 s forward+backward) were taken on an
+idle machine. When the machine is shared (other jobs running), absolute timings drift by 30-100 %, so the only
+fair comparison is PyTorch and JAX run in alternation under the same load. This module rebuilds the generator of
+``saic-mdal/lama`` (``FFCResNetGenerator`` with big-lama.yaml's kwargs: ngf 64, 3 down-samplings, 18 FFC blocks,
+ratio 0.75, reflect padding, no LFU) from plain ``torch.nn`` layers, NCHW, random weights. It is not a port of
+the original code and it is not used for numerical parity (the fixtures are); it has the same convolutions,
 FFTs, BatchNorms and activations in the same order, so it does the same arithmetic in the same kernels.
 
 It needs PyTorch, which is *not* a jaxinpaint dependency: create a separate venv
@@ -289,7 +289,8 @@ def make_step(model, size: int, batch: int, backward: bool | str):
 
 
 def time_case(model, size: int, batch: int, backward: bool, repeats: int, warmup: int) -> dict:
-    """Median/min/max seconds of ``repeats`` calls after ``warmup`` calls, as the idle-machine reference figures were taken."""
+    """Median/min/max seconds of ``repeats`` calls after ``warmup`` calls (as the idle-machine reference figures
+    were taken)."""
     step = make_step(model, size, batch, backward)
     return {"framework": "torch", "model": "big_lama", "size": size, "batch": batch,
             "mode": backward if isinstance(backward, str) else ("fwd_bwd" if backward else "fwd"),

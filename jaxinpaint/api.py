@@ -99,7 +99,8 @@ class Inpainter:
             if strategy.mode == "original":
                 pred = self._predict_any_size(rgb, hole)
             else:  # crops and resized copies differ per image
-                pred = [inference.hd_predict(self._predict_any_size, rgb[j], hole[j], strategy) for j in range(len(idx))]
+                pred = [inference.hd_predict(self._predict_any_size, rgb[j], hole[j], strategy)
+                        for j in range(len(idx))]
             for j, i in enumerate(idx):
                 results[i] = inference.finish(arrays[i], kinds[i], pred[j], holes[i])
         return results if batched else results[0]
@@ -274,7 +275,8 @@ def _from_workdir(path: str, step: int | None, ema: bool, modulo):
     for name in names:
         net = raw["nets"][name]
         params = net["ema"] if ema and net.get("ema") else net["params"]
-        models[name] = (networks[name].module, jax.tree.map(jnp.asarray, {"params": params, **(net.get("state") or {})}))
+        variables = {"params": params, **(net.get("state") or {})}
+        models[name] = (networks[name].module, jax.tree.map(jnp.asarray, variables))
     return ModelInpainter(system, config, models, source=path, modulo=modulo,
                           provenance={"workdir": path, "step": int(step), "ema": bool(ema)})
 

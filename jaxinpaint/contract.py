@@ -460,5 +460,6 @@ def composite(pred: jax.Array, image: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 __all__ = ["Context", "Network", "Nets", "Phase", "ProgressSink", "Solver", "System", "Update", "check_phases",
-           "composite", "host_progress", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups", "runtime_fields",
+           "composite", "host_progress", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups",
+           "runtime_fields",
            "set_progress_sink", "stop_gradient_tree"]

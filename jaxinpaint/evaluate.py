@@ -1,4 +1,5 @@
-"""``python -m jaxinpaint.evaluate``: the same as ``jaxinpaint evaluate`` (the command lives in ``jaxinpaint.cli.evaluate``)."""
+"""``python -m jaxinpaint.evaluate``: the same as ``jaxinpaint evaluate`` (the command lives in
+``jaxinpaint.cli.evaluate``)."""
 
 import sys
 

@@ -268,7 +268,8 @@ def _card(meta: dict[str, Any], title: str, param_counts: Mapping[str, int]) -> 
     else:
         lines.append("No evaluation recorded with these weights.")
     lines += ["", "## Networks", ""]
-    lines += [f"- {name}: `{meta['models'][name]['kind']}`, {count:,} parameters" for name, count in param_counts.items()]
+    lines += [f"- {name}: `{meta['models'][name]['kind']}`, {count:,} parameters"
+              for name, count in param_counts.items()]
     shlo = meta.get("stablehlo")
     lines += ["", "## Use", "", "With jaxinpaint:", "", "```python", "import jaxinpaint",
               "model = jaxinpaint.load(\"THIS_DIRECTORY\")", "result = model.inpaint(image, mask)  # PIL or numpy",

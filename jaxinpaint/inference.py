@@ -217,8 +217,8 @@ class HDStrategy:
         for name in ("crop_trigger", "crop_margin", "resize_limit", "crop_round"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < (0 if name == "crop_margin" else 1):
-                raise InputError(f"hd_strategy: {name} must be a {'non-negative' if name == 'crop_margin' else 'positive'}"
-                                 f" integer, got {value!r}")
+                sign = "non-negative" if name == "crop_margin" else "positive"
+                raise InputError(f"hd_strategy: {name} must be a {sign} integer, got {value!r}")
 
     @classmethod
     def of(cls, value: Any) -> HDStrategy:

@@ -1,4 +1,5 @@
-"""``python -m jaxinpaint.make_eval_set``: the same as ``jaxinpaint make_eval_set`` (the command lives in ``jaxinpaint.cli.make_eval_set``)."""
+"""``python -m jaxinpaint.make_eval_set``: the same as ``jaxinpaint make_eval_set`` (the command lives in
+``jaxinpaint.cli.make_eval_set``)."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""``python -m jaxinpaint.predict``: the same as ``jaxinpaint predict`` (the command lives in ``jaxinpaint.cli.predict``)."""
+"""``python -m jaxinpaint.predict``: the same as ``jaxinpaint predict`` (the command lives in
+``jaxinpaint.cli.predict``)."""
 
 import sys
 

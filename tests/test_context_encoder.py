@@ -246,7 +246,7 @@ def test_predict_is_the_original_paste_at_the_training_size_and_works_on_any_siz
     assert not np.allclose(np.asarray(out["pred"])[0][~outside], image[0][~outside])
 
 
-# ------------------------------------------------------------------------------------------------ configs and end to end
+# --------------------------------------------------------------------------------------- configs and end to end
 
 
 def test_configs_carry_the_readme_settings():

@@ -196,7 +196,8 @@ def test_schedule_and_update_checks():
 
 
 @pytest.mark.parametrize("name,kwargs", [("adam", {"b1": 0.0, "b2": 0.9}), ("adadelta", {"lr": 1.0, "eps": 1e-6}),
-                                         ("rmsprop", {}), ("sgd", {"momentum": 0.9}), ("adamw", {"weight_decay": 1e-2})])
+                                         ("rmsprop", {}), ("sgd", {"momentum": 0.9}),
+                                         ("adamw", {"weight_decay": 1e-2})])
 def test_optimizers_by_name_match_optax(name, kwargs):
     cfg = config_lib.optimizer(name, **{"lr": 0.1, **kwargs})
     params = {"w": jnp.array([1.0, -2.0, 3.0])}

@@ -69,7 +69,8 @@ def test_parameter_counts_and_tf_variable_names():
     local_vars = jax.eval_shape(lambda: local.init(jax.random.key(0), jnp.zeros((1, 128, 128, 3))))["params"]
     global_vars = jax.eval_shape(lambda: glob.init(jax.random.key(0), jnp.zeros((1, 256, 256, 3))))["params"]
     assert (_count(local_vars), _count(global_vars)) == (4_339_329, 2_733_441)
-    assert local_vars["fc"]["kernel"].shape == (8 * 8 * 512, 1) and global_vars["fc"]["kernel"].shape == (16 * 16 * 256, 1)
+    assert local_vars["fc"]["kernel"].shape == (8 * 8 * 512, 1)
+    assert global_vars["fc"]["kernel"].shape == (16 * 16 * 256, 1)
 
 
 def test_generator_outputs_clip_and_use_the_mask():

@@ -49,7 +49,8 @@ def _batch(n=4, size=32, seed=0):
 def _nets(config, batch):
     networks = systems.get("pggan").networks(config)
     return ({n: net.module for n, net in networks.items()},
-            {n: net.module.init(jax.random.key(i), *net.init_args(batch)) for i, (n, net) in enumerate(networks.items())})
+            {n: net.module.init(jax.random.key(i), *net.init_args(batch))
+             for i, (n, net) in enumerate(networks.items())})
 
 
 def test_shapes_at_256():

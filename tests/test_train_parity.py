@@ -400,7 +400,8 @@ def adam_errors(setup, ref, net, new_net, stored_prefix: str) -> tuple[dict[str,
     for field, stored_field in (("mu", "adam_exp_avg"), ("nu", "adam_exp_avg_sq")):
         ours = ours_tree(new_net, adam=field)
         errors = {key: rel_max(ours[path], expected)
-                  for path, (key, expected) in reference_tree(setup, ref, net, f"{stored_prefix}{stored_field}.").items()
+                  for path, (key, expected)
+                  in reference_tree(setup, ref, net, f"{stored_prefix}{stored_field}.").items()
                   if key not in skip}
         assert len(errors) + len([k for k in skip if k.startswith(net)]) == len(_flat(new_net.params))
         out.append(errors)
@@ -546,8 +547,8 @@ def test_loss_terms_and_their_gradients_at_the_stored_prediction(setup, ref):
         hrf_mse = jnp.stack([jnp.mean(jnp.square(a - b)) for a, b in zip(*feats)])
         return values, grads, d_outputs, hrf_mse, stats["batch_stats"]
 
-    values, grads, ((real_logits, real_feats), (fake_logits, fake_feats)), hrf_mse, hrf_stats = terms(setup.state, pred, batch,
-                                                                                     setup.frozen["hrf"])
+    values, grads, d_outputs, hrf_mse, hrf_stats = terms(setup.state, pred, batch, setup.frozen["hrf"])
+    (real_logits, real_feats), (fake_logits, fake_feats) = d_outputs
 
     nchw = lambda x: np.asarray(x).transpose(0, 3, 1, 2)  # noqa: E731
     outputs = {"g_step.discr_real_logits": rel_max(nchw(real_logits), ref["g_step.discr_real_logits"]),

@@ -55,7 +55,8 @@ Images of identical size are inpainted together, ``--batch_size`` at a time, aft
 multiple of the model's size requirement (numpy 'symmetric', as LaMa; 8 for LaMa, ``2**layer_size`` for
 the PConv U-Net), combined with ``--pad_to`` when given. Each padded size compiles a program; at most
 ``--max_programs`` (8) are kept, so memory stays flat over thousands of sizes; ``--size_bucket=64`` pads
-further so nearby sizes share a program (fewer compilations, slightly different borders). ``--refine`` runs LaMa's multi-scale refinement
+further so nearby sizes share a program (fewer compilations, slightly different borders). ``--refine`` runs
+LaMa's multi-scale refinement
 (``jaxinpaint.systems.lama.refine``; one image at a time, only for generators with a front/rear split).
 
 Large photos: ``--hd_strategy=crop`` inpaints crops around the holes (with ``--hd_crop_margin`` pixels of context,
@@ -64,8 +65,8 @@ for photos whose long side exceeds ``--hd_crop_trigger``), ``--hd_strategy=resiz
 
 Existing outputs are overwritten (the summary says how many); ``--skip_existing`` leaves them and their images
 alone, so an interrupted run can be resumed. Unreadable files, missing images or masks and size mismatches are
-reported and skipped; a summary ends the run. Exit status: 0 when every image was inpainted, 1 when any failed, 2 for usage errors (bad flags, a SOURCE
-that is missing or not a model, an input directory without masks).
+reported and skipped; a summary ends the run. Exit status: 0 when every image was inpainted, 1 when any failed,
+2 for usage errors (bad flags, a SOURCE that is missing or not a model, an input directory without masks).
 """
 
 from __future__ import annotations

@@ -44,8 +44,6 @@ same seed, same bytes.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import ml_collections
