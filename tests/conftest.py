@@ -46,6 +46,23 @@ def run_update(loss_fn, modules, variables, batch, config, *, carry=None, frozen
     return loss, metrics, outputs, nets.states
 
 
+def photo_crop(size: int = 64, index: int = 0):
+    """A ``size`` px uint8 crop of built-in photo ``index`` (0 astronaut, 1 chelsea the cat; a region with
+    structure, not flat sky) and a centred square hole of 10 % (uint8, 1 = hole)."""
+    import numpy as np
+
+    from jaxinpaint.data import photos
+
+    image = photos.load_image(photos.builtin_photo_paths("all")[index])
+    top, left = image.shape[0] // 4, image.shape[1] // 4
+    crop = np.round(image[top:top + size, left:left + size] * 255.0).astype(np.uint8)
+    side = int(round(size * np.sqrt(0.10)))
+    mask = np.zeros((size, size), np.uint8)
+    o = (size - side) // 2
+    mask[o:o + side, o:o + side] = 1
+    return crop, mask
+
+
 @pytest.fixture(scope="session")
 def tiny_lama_dir(tmp_path_factory):
     """A tiny random LaMa generator (ngf 8, 2 down-samplings, 1 block) saved as `jaxinpaint convert` writes one."""

@@ -10,25 +10,14 @@ import pytest
 from PIL import Image
 
 import jaxinpaint
+from conftest import photo_crop
 from jaxinpaint.backbones import vgg
 from jaxinpaint.cli import predict
-from jaxinpaint.data import photos
 from jaxinpaint.systems import hallucination as hal
 
 #: A cheap deep-dream run for the behavioural tests (one compilation shared by them): the smoke preset's random
 #: narrow VGG-19, the L2 activation objective at relu2_1, 3 steps per octave.
 CHEAP = {"preset": "smoke", "objective": "activation", "layer": "relu2_1", "iterations": 3}
-
-
-def _photo_crop(size=64):
-    image = photos.load_image(photos.builtin_photo_paths("all")[1])  # chelsea (the cat)
-    top, left = image.shape[0] // 4, image.shape[1] // 4
-    crop = np.round(image[top:top + size, left:left + size] * 255.0).astype(np.uint8)
-    side = int(round(size * np.sqrt(0.10)))
-    mask = np.zeros((size, size), np.uint8)
-    o = (size - side) // 2
-    mask[o:o + side, o:o + side] = 1
-    return crop, mask
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -152,7 +141,7 @@ def test_regularisers_of_a_known_image():
 
 
 def test_known_pixels_never_change_and_same_seed_same_bytes():
-    image, mask = _photo_crop()
+    image, mask = photo_crop(64, 1)
     model = jaxinpaint.load("hallucination", seed=3, **CHEAP)
     a = model.inpaint(image, mask)
     info = model.last_info
@@ -166,7 +155,7 @@ def test_known_pixels_never_change_and_same_seed_same_bytes():
 
 
 def test_solve_keeps_known_values_exactly_at_every_octave():
-    image, mask = _photo_crop()
+    image, mask = photo_crop(64, 1)
     config = jaxinpaint.api._solver_config(hal.SOLVER, CHEAP)
     variables = hal.load_resources(config)
     x = jnp.asarray(image[None] / 255.0, jnp.float32)
@@ -180,7 +169,7 @@ def test_solve_keeps_known_values_exactly_at_every_octave():
 
 
 def test_logit_objective_smoke():
-    image, mask = _photo_crop()
+    image, mask = photo_crop(64, 1)
     model = jaxinpaint.load("hallucination", preset="smoke", octaves=1, iterations=3, jitter=0)
     out = model.inpaint(image, mask)
     info = model.last_info
@@ -250,7 +239,7 @@ def test_classifier_weights_need_the_whole_torchvision_model():
 
 
 def test_predict_cli_on_a_real_photo(tmp_path):
-    image, mask = _photo_crop()
+    image, mask = photo_crop(64, 1)
     Image.fromarray(image).save(tmp_path / "i.png")
     Image.fromarray(mask * 255).save(tmp_path / "m.png")
     options = [f"--option={k}={v}" for k, v in CHEAP.items()]

@@ -13,27 +13,14 @@ import pytest
 from PIL import Image
 
 import jaxinpaint
+from conftest import photo_crop
 from jaxinpaint import contract, metrics, progress
 from jaxinpaint.cli import predict
-from jaxinpaint.data import photos
 from jaxinpaint.systems import tv
 
 
 #: The progress tests' settings (one compilation for all of them): 2 levels of 50 L-BFGS steps.
 SMALL = {"iterations": 50, "levels": 2}
-
-
-def _photo_crop(size=64, index=0):
-    """A ``size`` px uint8 crop of a built-in photo (a region with structure, not flat sky) and a 10% hole."""
-    path = photos.builtin_photo_paths("all")[index]
-    image = photos.load_image(path)
-    top, left = image.shape[0] // 4, image.shape[1] // 4
-    crop = np.round(image[top:top + size, left:left + size] * 255.0).astype(np.uint8)
-    side = int(round(size * np.sqrt(0.10)))
-    mask = np.zeros((size, size), np.uint8)
-    o = (size - side) // 2
-    mask[o:o + side, o:o + side] = 255
-    return crop, mask
 
 
 def _hole_psnr(pred, target, hole):
@@ -45,7 +32,7 @@ def _hole_psnr(pred, target, hole):
 
 
 def test_tv_beats_mean_colour_fill_in_hole_psnr():
-    image, mask = _photo_crop()
+    image, mask = photo_crop()
     hole = mask > 0
     out = jaxinpaint.load("tv").inpaint(image, mask)
     mean_fill = image.copy()
@@ -57,7 +44,7 @@ def test_tv_beats_mean_colour_fill_in_hole_psnr():
 
 
 def test_known_pixels_byte_identical_and_same_bytes():
-    image, mask = _photo_crop()
+    image, mask = photo_crop()
     model = jaxinpaint.load("tv")  # the defaults, as the PSNR and command-line tests (one compilation)
     a, b = model.inpaint(image, mask), model.inpaint(image, mask)
     assert np.array_equal(a[mask == 0], image[mask == 0])
@@ -67,7 +54,7 @@ def test_known_pixels_byte_identical_and_same_bytes():
 
 @pytest.mark.parametrize("norm, optimizer", [("anisotropic", "lbfgs"), ("isotropic", "adam")])
 def test_objective_decreases(norm, optimizer):
-    image, mask = _photo_crop(32)
+    image, mask = photo_crop(32)
     x = jnp.asarray(image[None] / 255.0, jnp.float32)
     m = jnp.asarray(mask[None, ..., None] > 0, jnp.float32)
     config = tv.default_config()
@@ -95,7 +82,7 @@ def test_tv_terms_of_a_known_image():
 
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="'norm'"):
-        jaxinpaint.load("tv", norm="l2").inpaint(*_photo_crop(16))
+        jaxinpaint.load("tv", norm="l2").inpaint(*photo_crop(16))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -118,7 +105,7 @@ class _Recorder(contract.ProgressSink):
 
 
 def test_progress_reports_increasing_counts_and_values():
-    image, mask = _photo_crop(32)
+    image, mask = photo_crop(32)
     recorder = _Recorder()
     model = jaxinpaint.load("tv", progress=recorder, **SMALL)
     model.inpaint(image, mask)
@@ -137,7 +124,7 @@ def test_progress_reports_increasing_counts_and_values():
 
 
 def test_log_progress_lines_have_rate_and_eta(caplog):
-    image, mask = _photo_crop(32)
+    image, mask = photo_crop(32)
     sink = progress.LogProgress(interval=0.0)
     with caplog.at_level(logging.INFO, logger="jaxinpaint.progress"):
         jaxinpaint.load("tv", progress=sink, **SMALL).inpaint(image, mask)
@@ -168,7 +155,7 @@ def test_report_progress_every_zero_is_silent():
 def test_bar_progress_draws_a_tqdm_bar():
     import io
 
-    image, mask = _photo_crop(32)
+    image, mask = photo_crop(32)
     stream = io.StringIO()
     jaxinpaint.load("tv", progress=progress.BarProgress(file=stream, leave=True), **SMALL).inpaint(image, mask)
     text = stream.getvalue()
@@ -189,7 +176,7 @@ def test_make_sink_kinds():
 
 
 def test_predict_cli_tv_on_a_real_photo(tmp_path, capsys):
-    image, mask = _photo_crop(64)
+    image, mask = photo_crop(64)
     Image.fromarray(image).save(tmp_path / "i.png")
     Image.fromarray(mask).save(tmp_path / "m.png")
     outs = []

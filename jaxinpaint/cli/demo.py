@@ -26,6 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from jaxinpaint.cli import common
+
+log = logging.getLogger("jaxinpaint.demo")
+
 
 def held_out_example(size: int, seed: int = 0):
     """The held-out built-in photo resized so its short side is ``size``, and a fixed LaMa 'thick' mask."""
@@ -92,8 +96,8 @@ def inpaint_and_compare(model, label: str, out_dir: str, *, size: int = 256,
         for title, name, options in SOLVERS:
             options = dict(options, iterations=dip_iterations) if name == "dip" else options
             start = time.perf_counter()
-            results.append((title, jaxinpaint.load(name, seed=0, **options).inpaint(image, mask)))
-            logging.info("%s: %.1f s at %dx%d", title, time.perf_counter() - start, image.shape[1], image.shape[0])
+            results.append((title, jaxinpaint.load(name, seed=0, progress="auto", **options).inpaint(image, mask)))
+            log.info("%s: %.1f s at %dx%d", title, time.perf_counter() - start, image.shape[1], image.shape[0])
     mean_fill = np.where(hole[..., None], image[~hole].mean(axis=0).round(), image).astype(np.uint8)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -126,17 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="Deep Image Prior's optimisation steps (its paper runs 3,000-6,000)")
     parser.add_argument("--no_solvers", action="store_true",
                         help="only the trained model (skip total variation and Deep Image Prior)")
+    common.add_verbose(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s",
-                        force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    # Ours at INFO on stdout; JAX's backend probing (libtpu) and orbax's lines only with --verbose.
+    common.setup_logging(args.verbose, stream=sys.stdout, fmt="%(asctime)s %(name)s: %(message)s")
     from jaxinpaint import config_lib
 
     try:
         config = config_lib.get_config(args.config)
     except (FileNotFoundError, ValueError) as e:
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return common.fail(parser.prog, e)
 
     import jaxinpaint
     from jaxinpaint.train import trainer
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if steps < 10_000:
         print(f"Note: {trained_label} is a smoke run that shows the pipeline works end to end; it is NOT a trained "
               f"model (Big LaMa trains for days on millions of images). Use the released weights for real results: "
-              f"see the README, 'Using the released LaMa weights'.")
+              f"see the README, 'Using the released weights'.")
     return 0
 
 
