@@ -46,6 +46,22 @@ def run_update(loss_fn, modules, variables, batch, config, *, carry=None, frozen
     return loss, metrics, outputs, nets.states
 
 
+def inpaint_odd_sized(model, shape=(30, 27), box=((8, 20), (5, 17)), seed: int = 3):
+    """Inpaints a random uint8 image of an odd ``shape`` (inference pads it) with a ``box`` hole
+    (``((top, bottom), (left, right))``) through ``model``; asserts the shape and dtype of the result and that
+    every known pixel comes back byte-identical. Returns ``(image, mask, result)``."""
+    import numpy as np
+
+    image = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    mask = np.zeros(shape, bool)
+    (top, bottom), (left, right) = box
+    mask[top:bottom, left:right] = True
+    result = model.inpaint(image, mask)
+    assert result.shape == image.shape and result.dtype == np.uint8
+    np.testing.assert_array_equal(result[~mask], image[~mask])
+    return image, mask, result
+
+
 def photo_crop(size: int = 64, index: int = 0):
     """A ``size`` px uint8 crop of built-in photo ``index`` (0 astronaut, 1 chelsea the cat; a region with
     structure, not flat sky) and a centred square hole of 10 % (uint8, 1 = hole)."""

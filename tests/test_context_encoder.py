@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_update
+from conftest import inpaint_odd_sized, run_update
 
 import jaxinpaint
 from jaxinpaint import config_lib, masks, writers
@@ -290,11 +290,5 @@ def test_train_checkpoint_and_inpaint_end_to_end(tmp_path, variant):
 
     model = jaxinpaint.load(str(workdir))
     assert model.name == "context_encoder" and model.modulo == 1
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (37, 51, 3), dtype=np.uint8)
-    mask = np.zeros((37, 51), bool)
-    mask[10:22, 30:45] = True
-    result = model.inpaint(image, mask)
-    assert result.shape == image.shape and result.dtype == np.uint8
-    np.testing.assert_array_equal(result[~mask], image[~mask])
+    image, mask, result = inpaint_odd_sized(model, (37, 51), ((10, 22), (30, 45)))
     assert not np.array_equal(result[mask], image[mask])

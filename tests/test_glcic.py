@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import run_update
+from conftest import inpaint_odd_sized, run_update
 
 import jaxinpaint
 from jaxinpaint import config_lib, contract, masks, systems, writers
@@ -302,13 +302,7 @@ def test_train_through_three_phases_and_inpaint(tmp_path):
 
     model = jaxinpaint.load(str(workdir))
     assert model.name == "glcic" and model.modulo == 4
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (30, 27, 3), dtype=np.uint8)  # not a multiple of 4: inpaint pads
-    mask = np.zeros((30, 27), bool)
-    mask[8:20, 5:17] = True
-    result = model.inpaint(image, mask)
-    assert result.shape == image.shape and result.dtype == np.uint8
-    np.testing.assert_array_equal(result[~mask], image[~mask])
+    image, mask, result = inpaint_odd_sized(model)  # 30x27: not a multiple of the model's size: padded
     # The post-processing switched on at load time (a config.inference field), known pixels still untouched.
     post = jaxinpaint.load(str(workdir), postprocess=True)
     assert post.config.inference.postprocess and not model.config.inference.postprocess
