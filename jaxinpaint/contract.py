@@ -46,6 +46,7 @@ whatever ``prepare_example`` adds; each system converts at its own boundary (ran
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -248,6 +249,18 @@ def _default_size_multiple(modules: Mapping[str, nn.Module]) -> int:
     for module in modules.values():
         multiple = math.lcm(multiple, int(getattr(module, "size_multiple", 1)))
     return multiple
+
+
+def lazy(module: str, attr: str) -> Callable[..., Any]:
+    """``module.attr(...)``, imported on the first call: a system's converter (its pickle readers, its key
+    tables) stays unimported until weights are actually converted or recognised."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), attr)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = attr
+    call.__doc__ = f"``{module}.{attr}``, imported on first use."
+    return call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +473,5 @@ def composite(pred: jax.Array, image: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 __all__ = ["Context", "Network", "Nets", "Phase", "ProgressSink", "Solver", "System", "Update", "check_phases",
-           "composite", "host_progress", "phase_at", "progress_sink", "report_progress", "resolve_bn_groups",
-           "runtime_fields",
-           "set_progress_sink", "stop_gradient_tree"]
+           "composite", "host_progress", "lazy", "phase_at", "progress_sink", "report_progress",
+           "resolve_bn_groups", "runtime_fields", "set_progress_sink", "stop_gradient_tree"]

@@ -43,18 +43,6 @@ def default_inference() -> dict:
     return {"uint8_wrap": True, "canny_sigma": 2.0}
 
 
-def _load_original(source):
-    from jaxinpaint.systems.ctsdg import convert
-
-    return convert.load_original(source)
-
-
-def _recognizes(keys) -> bool:
-    from jaxinpaint.systems.ctsdg import convert
-
-    return convert.looks_like_ctsdg(keys)
-
-
 SYSTEM = contract.System(
     name="ctsdg",
     title="Image Inpainting via Conditional Texture and Structure Dual Generation (Guo et al., ICCV 2021)",
@@ -65,7 +53,7 @@ SYSTEM = contract.System(
     frozen=objective.frozen_networks,
     prepare_example=inputs.prepare_example,
     default_inference=default_inference,
-    load_original=_load_original,
-    recognizes=_recognizes,
+    load_original=contract.lazy("jaxinpaint.systems.ctsdg.convert", "load_original"),
+    recognizes=contract.lazy("jaxinpaint.systems.ctsdg.convert", "looks_like_ctsdg"),
     licence="MIT (xiefan-guo/ctsdg)",
 )

@@ -69,18 +69,6 @@ def phases(config) -> list[contract.Phase]:
     return [contract.Phase(config.stage, updates)]
 
 
-def _load_original(source):
-    from jaxinpaint.systems.edgeconnect import convert
-
-    return convert.load_original(source)
-
-
-def _recognizes(keys) -> bool:
-    from jaxinpaint.systems.edgeconnect import convert
-
-    return convert.looks_like_edgeconnect(keys)
-
-
 SYSTEM = contract.System(
     name="edgeconnect",
     title="EdgeConnect: Generative Image Inpainting with Adversarial Edge Learning (Nazeri et al., ICCV-W 2019)",
@@ -92,8 +80,8 @@ SYSTEM = contract.System(
     prepare_example=objective.prepare_example,
     inference_networks=(EDGE_G, INPAINT_G),
     default_inference=objective.default_inference,
-    load_original=_load_original,
-    recognizes=_recognizes,
+    load_original=contract.lazy("jaxinpaint.systems.edgeconnect.convert", "load_original"),
+    recognizes=contract.lazy("jaxinpaint.systems.edgeconnect.convert", "looks_like_edgeconnect"),
     size_multiple=lambda modules: SIZE_MULTIPLE,
     licence="CC BY-NC 4.0 (knazeri/edge-connect); this port is written from the specification",
 )

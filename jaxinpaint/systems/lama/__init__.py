@@ -37,12 +37,6 @@ def phases(config) -> list[contract.Phase]:
     return [contract.Phase("train", tuple(updates))]
 
 
-def _load_original(source):
-    from jaxinpaint.systems.lama import convert
-
-    return convert.load_original(source)
-
-
 def _recognizes(keys) -> bool:
     from jaxinpaint.systems.lama import convert
 
@@ -57,7 +51,7 @@ SYSTEM = contract.System(
     phases=phases,
     predict=objective.predict,
     frozen=objective.frozen_networks,
-    load_original=_load_original,
+    load_original=contract.lazy("jaxinpaint.systems.lama.convert", "load_original"),
     recognizes=_recognizes,
     licence="Apache-2.0 (advimman/lama)",
 )

@@ -84,18 +84,6 @@ def prepare_example(example: dict, config, *, train: bool) -> dict:
     return {"box": holes.box_around_hole(np.asarray(example["mask"]), size)}
 
 
-def _load_original(source):
-    from jaxinpaint.systems.shift_net import convert
-
-    return convert.load_original(source)
-
-
-def _recognizes(keys) -> bool:
-    from jaxinpaint.systems.shift_net import convert
-
-    return convert.recognizes(keys)
-
-
 SYSTEM = contract.System(
     name="shift_net",
     title="Shift-Net: Image Inpainting via Deep Feature Rearrangement (Yan et al., ECCV 2018)",
@@ -106,7 +94,7 @@ SYSTEM = contract.System(
     frozen=objective.frozen_networks,
     prepare_example=prepare_example,
     default_inference=lambda: {"hole_fill": "zero"},
-    load_original=_load_original,
-    recognizes=_recognizes,
+    load_original=contract.lazy("jaxinpaint.systems.shift_net.convert", "load_original"),
+    recognizes=contract.lazy("jaxinpaint.systems.shift_net.convert", "recognizes"),
     licence="MIT (Zhaoyi-Yan/Shift-Net_pytorch)",
 )
