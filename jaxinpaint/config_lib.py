@@ -80,6 +80,16 @@ def parse_variants(arg, allowed) -> set[str]:
     return parts
 
 
+def use_nvidia_masks(c) -> None:
+    """NVIDIA's irregular mask dataset (PConv's and CTSDG's ``:nvidia_masks``): masks read from a folder the user
+    names (``--config.input.mask.kwargs.root=...``), white = valid in those files (hence ``invert``); evaluation
+    draws from the same folder."""
+    c.input.mask.name = "folder"
+    c.input.mask.kwargs = ml_collections.ConfigDict({
+        "root": config_dict.placeholder(str), "threshold": 0.5, "invert": True})
+    c.input.eval_mask.name = None  # the same folder as training
+
+
 def smoke_schedule(c, *, total_steps: int = 60) -> None:
     """The step counts every ``:smoke`` variant shares: a few dozen steps, frequent logs and checkpoints."""
     c.total_steps = total_steps
